@@ -1,0 +1,302 @@
+//! Header hygiene: no client copy of an identity, scope, forwarding or assertion header ever reaches the
+//! upstream.
+//!
+//! Names are compared after folding case, `_` and `.` to one spelling, because the servers behind a proxy
+//! often do (CGI, PHP, WSGI turn `X_Forwarded_User` and `x.forwarded.user` into the same variable): that
+//! is the alias class of oauth2-proxy CVE-2025-64484 and Traefik's 2026 advisories. The same rule is
+//! applied to trailers, and `Connection`-nominated removal happens before scopegate injects its own
+//! headers, so a client can neither smuggle nor remove them.
+
+use std::collections::HashSet;
+
+use http::header::{self, HeaderName};
+use http::HeaderMap;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the non-standard ones proxies meet in practice.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Identity and assertion headers that some upstream, somewhere, trusts. None of them may come from a
+/// client; scopegate sets the ones its profile needs itself.
+const ALWAYS_MANAGED: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-openclaw-scopes",
+    "tailscale-user-login",
+    "tailscale-user-name",
+    "tailscale-user-profile-pic",
+    "tailscale-app-capabilities",
+    "tailscale-funnel-request",
+    "tailscale-headers-info",
+    "remote-user",
+    "x-remote-user",
+    "x-user",
+    "x-auth-user",
+    "x-authenticated-user",
+    "x-webauth-user",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-groups",
+    "x-auth-request-preferred-username",
+    "x-auth-request-access-token",
+    "x-pomerium-jwt-assertion",
+    "cf-access-jwt-assertion",
+    "cf-access-authenticated-user-email",
+    "cf-connecting-ip",
+    "x-goog-iap-jwt-assertion",
+    "x-goog-authenticated-user-email",
+    "x-amzn-oidc-data",
+    "x-amzn-oidc-identity",
+    "x-amzn-oidc-accesstoken",
+    "authorization",
+];
+
+/// Every `x-forwarded-*` and `x-scopegate-*` header is managed.
+const MANAGED_PREFIXES: &[&str] = &["x-forwarded-", "x-scopegate-"];
+
+/// Folds a lower-case header name to its canonical comparison form: `_` and `.` become `-`.
+pub fn fold(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().any(|b| b == b'_' || b == b'.' || b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(
+            name.bytes()
+                .map(|b| match b {
+                    b'_' | b'.' => '-',
+                    b => b.to_ascii_lowercase() as char,
+                })
+                .collect(),
+        )
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
+
+/// The managed-name set of one config snapshot.
+#[derive(Debug, Clone)]
+pub struct Hygiene {
+    managed: HashSet<String>,
+    /// Names scopegate itself reads from trusted peers; an alias spelling of one of these from a
+    /// trusted peer means a client smuggled it through the proxy.
+    read_from_peers: HashSet<String>,
+}
+
+impl Hygiene {
+    /// `extra` are the configured names (user/groups headers, assertion header, scopes header).
+    pub fn new(extra: &[&HeaderName], read_from_peers: &[&HeaderName]) -> Hygiene {
+        let mut managed: HashSet<String> = ALWAYS_MANAGED.iter().map(|s| s.to_string()).collect();
+        for h in extra {
+            managed.insert(fold(h.as_str()).into_owned());
+        }
+        let mut read: HashSet<String> = read_from_peers
+            .iter()
+            .map(|h| fold(h.as_str()).into_owned())
+            .collect();
+        for h in [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "tailscale-user-login",
+            "tailscale-user-name",
+            "tailscale-app-capabilities",
+            "x-request-id",
+        ] {
+            read.insert(h.to_string());
+        }
+        Hygiene {
+            managed,
+            read_from_peers: read,
+        }
+    }
+
+    /// True when a (lower-case) header name must never be forwarded from a client.
+    pub fn is_managed(&self, name: &str) -> bool {
+        let folded = fold(name);
+        self.managed.contains(folded.as_ref())
+            || MANAGED_PREFIXES.iter().any(|p| folded.starts_with(p))
+    }
+
+    /// From a trusted peer: an alias spelling (`x_forwarded_user`) of a header scopegate reads. A real
+    /// proxy never sends one, so its presence means client bytes slipped through — refuse, don't guess.
+    pub fn smuggled_alias<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        headers.keys().map(|k| k.as_str()).find(|name| {
+            name.bytes().any(|b| b == b'_' || b == b'.')
+                && self.read_from_peers.contains(fold(name).as_ref())
+        })
+    }
+
+    /// Removes hop-by-hop, `Connection`-nominated and managed headers. Call after identification has
+    /// read what it needs, and before anything is injected.
+    pub fn scrub(&self, headers: &mut HeaderMap) {
+        let nominated = connection_nominated(headers);
+        let mut doomed: Vec<HeaderName> = Vec::new();
+        for name in headers.keys() {
+            let s = name.as_str();
+            if HOP_BY_HOP.contains(&s)
+                || self.is_managed(s)
+                || nominated.iter().any(|n| n == s || fold(n) == fold(s))
+            {
+                doomed.push(name.clone());
+            }
+        }
+        for name in doomed {
+            headers.remove(&name);
+        }
+    }
+
+    /// Trailers get the same treatment as headers (Traefik GHSA-v67p-phpq-fc8x smuggled names there).
+    pub fn scrub_trailers(&self, trailers: &mut HeaderMap) {
+        let mut doomed: Vec<HeaderName> = Vec::new();
+        for name in trailers.keys() {
+            let s = name.as_str();
+            if HOP_BY_HOP.contains(&s) || self.is_managed(s) || s == "content-length" || s == "host" {
+                doomed.push(name.clone());
+            }
+        }
+        for name in doomed {
+            trailers.remove(&name);
+        }
+    }
+}
+
+/// The header names a `Connection` header nominates as hop-by-hop (lower-case, `close`/`keep-alive`
+/// included; they are removed either way).
+pub fn connection_nominated(headers: &HeaderMap) -> Vec<String> {
+    let mut out = Vec::new();
+    for v in headers.get_all(header::CONNECTION) {
+        if let Ok(s) = v.to_str() {
+            for token in s.split(',') {
+                let t = token.trim();
+                if !t.is_empty() {
+                    out.push(t.to_ascii_lowercase());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A WebSocket handshake over HTTP/1.1: `Connection` has an `upgrade` token (Firefox sends
+/// `keep-alive, Upgrade`) and `Upgrade` names `websocket`.
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let connection_upgrade = headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .unwrap_or(false)
+    });
+    connection_upgrade
+        && headers.get_all(header::UPGRADE).iter().any(|v| {
+            v.to_str()
+                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("websocket")))
+                .unwrap_or(false)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn hygiene() -> Hygiene {
+        let user = HeaderName::from_static("x-auth-who");
+        let assertion = HeaderName::from_static("x-scopegate-assertion");
+        Hygiene::new(&[&user, &assertion], &[&user])
+    }
+
+    #[test]
+    fn folding() {
+        assert_eq!(fold("x_forwarded_user"), "x-forwarded-user");
+        assert_eq!(fold("x.forwarded.user"), "x-forwarded-user");
+        assert_eq!(fold("X_Forwarded.User"), "x-forwarded-user");
+        assert_eq!(fold("content-type"), "content-type");
+    }
+
+    #[test]
+    fn aliases_of_every_managed_header_are_removed() {
+        let h = hygiene();
+        let mut headers = HeaderMap::new();
+        for name in [
+            "x-openclaw-scopes",
+            "x_openclaw_scopes",
+            "x.openclaw.scopes",
+            "x-forwarded-user",
+            "x_forwarded_for",
+            "x.forwarded.host",
+            "tailscale_user_login",
+            "tailscale.user.name",
+            "x-auth-who",
+            "x_auth_who",
+            "x-scopegate-assertion",
+            "x_scopegate_assertion",
+            "forwarded",
+            "x_real_ip",
+            "authorization",
+        ] {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("spoof"),
+            );
+        }
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert("x-openclaw-model", HeaderValue::from_static("m"));
+        h.scrub(&mut headers);
+        let mut left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, vec!["content-type", "x-openclaw-model"]);
+    }
+
+    #[test]
+    fn connection_nominated_headers_go_too() {
+        let h = hygiene();
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", HeaderValue::from_static("keep-alive, X-Custom-Hop, x_other"));
+        headers.insert("x-custom-hop", HeaderValue::from_static("1"));
+        headers.insert("x-other", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("te", HeaderValue::from_static("trailers"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        h.scrub(&mut headers);
+        let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-kept"]);
+    }
+
+    #[test]
+    fn smuggled_alias_from_trusted_peer_is_found() {
+        let h = hygiene();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-auth-who", HeaderValue::from_static("alice"));
+        assert_eq!(h.smuggled_alias(&headers), None);
+        headers.insert("x_auth_who", HeaderValue::from_static("admin"));
+        assert_eq!(h.smuggled_alias(&headers), Some("x_auth_who"));
+    }
+
+    #[test]
+    fn trailers_are_scrubbed() {
+        let h = hygiene();
+        let mut t = HeaderMap::new();
+        t.insert("x-openclaw-scopes", HeaderValue::from_static("operator.admin"));
+        t.insert("x_forwarded_user", HeaderValue::from_static("admin"));
+        t.insert("x-checksum", HeaderValue::from_static("abc"));
+        h.scrub_trailers(&mut t);
+        assert_eq!(t.keys().map(|k| k.as_str()).collect::<Vec<_>>(), vec!["x-checksum"]);
+    }
+
+    #[test]
+    fn websocket_detection() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        assert!(is_websocket_upgrade(&h));
+        h.insert("upgrade", HeaderValue::from_static("h2c"));
+        assert!(!is_websocket_upgrade(&h));
+    }
+}

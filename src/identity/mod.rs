@@ -1,0 +1,362 @@
+//! Identity: who is calling, from which source, and what the credential itself grants.
+//!
+//! Sources, and the one rule that orders them (documented in the README):
+//!
+//! 1. **The request's own credential wins.** An `Authorization: Bearer` value is a JWT or an API token.
+//!    If it is present but invalid the request is refused (401) — it never falls back to a network
+//!    identity, so a broken token cannot silently turn into "whoever the proxy says".
+//! 2. **Network identities** — Tailscale serve headers, a trusted proxy's user header — are read only
+//!    from peers the config names, and only when there is no bearer credential. When a bearer credential
+//!    is present they are recorded as "seen", never merged. Two network identities naming different
+//!    users are ambiguous and refused (400).
+//!
+//! Everything here decides without I/O except the two places that must ask someone: a JWKS refetch on an
+//! unknown `kid`, and an optional `tailscaled` WhoIs.
+
+pub mod api_token;
+pub mod forwarded;
+pub mod hygiene;
+pub mod jwks;
+pub mod jwt;
+pub mod rfc2047;
+pub mod tailscale;
+pub mod trusted_proxy;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::HeaderMap;
+
+use crate::error::{Reason, Refusal};
+use crate::policy::{GrantMatch, Policy, ScopeSet};
+
+/// How an identity was established; the assertion's `amr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthMethod {
+    Jwt,
+    ApiToken,
+    Tailscale,
+    TrustedProxy,
+}
+
+impl AuthMethod {
+    pub fn amr(self) -> &'static str {
+        match self {
+            AuthMethod::Jwt => "jwt",
+            AuthMethod::ApiToken => "api_token",
+            AuthMethod::Tailscale => "tailscale",
+            AuthMethod::TrustedProxy => "trusted_proxy",
+        }
+    }
+
+    fn subject_label(self) -> &'static str {
+        match self {
+            AuthMethod::Jwt => "jwt sub",
+            AuthMethod::ApiToken => "api_token sub",
+            AuthMethod::Tailscale => "tailscale login",
+            AuthMethod::TrustedProxy => "trusted_proxy user",
+        }
+    }
+}
+
+/// A verified caller and everything policy needs to know about it, computed once (and cached with a
+/// verified token).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub subject: String,
+    pub method: AuthMethod,
+    pub display_name: Option<String>,
+    pub groups: Vec<String>,
+    /// Scopes the credential itself carries, restricted to the catalogue.
+    pub credential_scopes: ScopeSet,
+    /// Scope names the credential carried that the catalogue does not know: ignored, each with a reason.
+    pub unknown_scopes: Vec<String>,
+    pub grant_matches: Vec<GrantMatch>,
+    /// Literal union of credential scopes and `[[grants]]`.
+    pub granted: ScopeSet,
+    /// `granted` with implication applied.
+    pub effective: ScopeSet,
+    /// Unix seconds after which the credential is no longer valid (JWT `exp`).
+    pub expires_at: Option<u64>,
+    /// How it was established (key, issuer, WhoIs confirmation …), shown in reasons.
+    pub notes: Vec<Reason>,
+}
+
+impl Identity {
+    /// Builds an identity and computes its grants and closure against `policy`.
+    pub fn new<'a, I>(
+        subject: &str,
+        method: AuthMethod,
+        groups: Vec<String>,
+        credential_scopes: I,
+        policy: &Policy,
+    ) -> Identity
+    where
+        I: IntoIterator<Item = &'a str>,
+    {
+        let (cred, unknown) = policy.catalogue.parse(credential_scopes);
+        let grant_matches = policy.grants_for(subject, &groups);
+        let granted = grant_matches
+            .iter()
+            .fold(cred, |acc, g| acc.union(g.scopes));
+        Identity {
+            subject: subject.to_string(),
+            method,
+            display_name: None,
+            groups,
+            credential_scopes: cred,
+            unknown_scopes: unknown,
+            grant_matches,
+            granted,
+            effective: policy.catalogue.closure(granted),
+            expires_at: None,
+            notes: Vec::new(),
+        }
+    }
+
+    /// `"jwt sub=bob"`, `"tailscale login=alice@example.com"`: how reasons name the caller.
+    pub fn describe(&self) -> String {
+        format!("{}={}", self.method.subject_label(), self.subject)
+    }
+}
+
+/// A network identity that was present but not used (a bearer credential took precedence).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub method: AuthMethod,
+    pub subject: String,
+}
+
+/// The outcome of identification for one request.
+#[derive(Debug, Clone, Default)]
+pub struct Identified {
+    pub identity: Option<Arc<Identity>>,
+    pub seen: Vec<Seen>,
+    /// Why there is no identity, when there is none and a hint helps (e.g. a tagged Tailscale node).
+    pub anonymous_reason: Option<Reason>,
+}
+
+/// Where a connection came from, as far as trust decisions go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Tcp(IpAddr),
+    /// The unix-socket listener (e.g. `tailscale serve unix:/…`).
+    Unix,
+}
+
+impl Peer {
+    pub fn ip(self) -> Option<IpAddr> {
+        match self {
+            Peer::Tcp(ip) => Some(crate::config::canonical_ip(ip)),
+            Peer::Unix => None,
+        }
+    }
+}
+
+/// The parts of a request identification reads: the peer and the *original* headers (before hygiene).
+pub struct RequestFacts<'a> {
+    pub peer: Peer,
+    pub headers: &'a HeaderMap,
+    /// The client address already resolved from trusted forwarding headers.
+    pub client_ip: Option<IpAddr>,
+}
+
+/// All configured identity sources of one snapshot.
+pub struct Sources {
+    pub jwt: Option<jwt::JwtVerifier>,
+    pub api_tokens: api_token::ApiTokens,
+    pub tailscale: Option<tailscale::TailscaleSource>,
+    pub trusted_proxy: Option<trusted_proxy::TrustedProxySource>,
+}
+
+/// A bearer value's source, by shape.
+pub enum Bearer<'a> {
+    None,
+    Token(&'a str),
+}
+
+impl Sources {
+    /// Identifies a request per the precedence rule in the module docs.
+    pub async fn identify(
+        &self,
+        policy: &Policy,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Identified, Refusal> {
+        let bearer = bearer_token(facts.headers)?;
+        let network = self.network_identity(policy, facts).await?;
+        match bearer {
+            Bearer::Token(token) => {
+                let identity = self.verify_bearer(policy, token).await?;
+                let seen = network
+                    .identity
+                    .map(|n| {
+                        vec![Seen {
+                            method: n.method,
+                            subject: n.subject.clone(),
+                        }]
+                    })
+                    .unwrap_or_default();
+                Ok(Identified {
+                    identity: Some(identity),
+                    seen,
+                    anonymous_reason: None,
+                })
+            }
+            Bearer::None => Ok(network),
+        }
+    }
+
+    /// A bearer credential: an API token if one matches, otherwise a JWT.
+    pub async fn verify_bearer(&self, policy: &Policy, token: &str) -> Result<Arc<Identity>, Refusal> {
+        if let Some(identity) = self.api_tokens.lookup(token) {
+            return Ok(identity);
+        }
+        if jwt::looks_like_jwt(token) {
+            return match &self.jwt {
+                Some(v) => v.verify(token, policy).await.map_err(|e| e.refusal()),
+                None => Err(Refusal::unauthorized(
+                    "jwt_not_configured",
+                    "a JWT was presented but no [jwt] issuer is configured",
+                )),
+            };
+        }
+        Err(Refusal::unauthorized(
+            "unknown_token",
+            if self.api_tokens.is_empty() {
+                "the bearer token is neither a JWT nor a configured API token"
+            } else {
+                "the bearer token matches no configured API token and is not a JWT"
+            },
+        ))
+    }
+
+    async fn network_identity(
+        &self,
+        policy: &Policy,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Identified, Refusal> {
+        let ts = match &self.tailscale {
+            Some(t) => t.identify(policy, facts).await?,
+            None => tailscale::TailscaleOutcome::NotPresent,
+        };
+        let tp = match &self.trusted_proxy {
+            Some(t) => t.identify(policy, facts)?,
+            None => None,
+        };
+        let (ts_identity, ts_reason) = match ts {
+            tailscale::TailscaleOutcome::Identified(id) => (Some(id), None),
+            tailscale::TailscaleOutcome::Anonymous(reason) => (None, Some(reason)),
+            tailscale::TailscaleOutcome::NotPresent => (None, None),
+        };
+        match (ts_identity, tp) {
+            (Some(a), Some(b)) => {
+                if crate::policy::subject_eq(&a.subject, &b.subject) {
+                    Ok(Identified {
+                        seen: vec![Seen {
+                            method: b.method,
+                            subject: b.subject.clone(),
+                        }],
+                        identity: Some(a),
+                        anonymous_reason: None,
+                    })
+                } else {
+                    Err(Refusal::bad_request(
+                        "conflicting_identities",
+                        format!(
+                            "conflicting identities: tailscale login {} and trusted proxy user {}",
+                            a.subject, b.subject
+                        ),
+                    ))
+                }
+            }
+            (Some(a), None) => Ok(Identified {
+                identity: Some(a),
+                seen: Vec::new(),
+                anonymous_reason: None,
+            }),
+            (None, Some(b)) => Ok(Identified {
+                identity: Some(b),
+                seen: Vec::new(),
+                anonymous_reason: None,
+            }),
+            (None, None) => Ok(Identified {
+                identity: None,
+                seen: Vec::new(),
+                anonymous_reason: ts_reason,
+            }),
+        }
+    }
+}
+
+/// Reads the single `Authorization: Bearer` value, refusing ambiguity (RFC 6750 §2.1).
+pub fn bearer_token(headers: &HeaderMap) -> Result<Bearer<'_>, Refusal> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(first) = values.next() else {
+        return Ok(Bearer::None);
+    };
+    if values.next().is_some() {
+        return Err(Refusal::unauthorized(
+            "duplicate_authorization",
+            "more than one Authorization header was sent",
+        )
+        .with_invalid_request());
+    }
+    let Ok(text) = first.to_str() else {
+        return Err(Refusal::unauthorized(
+            "malformed_authorization",
+            "the Authorization header is not printable ASCII",
+        )
+        .with_invalid_request());
+    };
+    let text = text.trim();
+    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Refusal::unauthorized(
+            "unsupported_scheme",
+            "only Bearer credentials are accepted",
+        )
+        .with_invalid_request());
+    }
+    let token = rest.trim();
+    if token.is_empty() || token.contains(' ') {
+        return Err(Refusal::unauthorized(
+            "malformed_authorization",
+            "the Bearer credential is empty or contains spaces",
+        )
+        .with_invalid_request());
+    }
+    Ok(Bearer::Token(token))
+}
+
+impl Refusal {
+    /// RFC 6750 `invalid_request`: the request itself was malformed rather than the token.
+    pub fn with_invalid_request(mut self) -> Self {
+        self.bearer_error = Some("invalid_request");
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn bearer_parsing() {
+        let mut h = HeaderMap::new();
+        assert!(matches!(bearer_token(&h), Ok(Bearer::None)));
+        h.insert("authorization", HeaderValue::from_static("Bearer abc.def.ghi"));
+        assert!(matches!(bearer_token(&h), Ok(Bearer::Token("abc.def.ghi"))));
+        h.insert("authorization", HeaderValue::from_static("bearer   tok  "));
+        assert!(matches!(bearer_token(&h), Ok(Bearer::Token("tok"))));
+        h.insert("authorization", HeaderValue::from_static("Basic dXNlcjpwYXNz"));
+        assert_eq!(bearer_token(&h).err().unwrap().code, "unsupported_scheme");
+        h.insert("authorization", HeaderValue::from_static("Bearer"));
+        assert_eq!(bearer_token(&h).err().unwrap().code, "malformed_authorization");
+        h.insert("authorization", HeaderValue::from_static("Bearer a"));
+        h.append("authorization", HeaderValue::from_static("Bearer b"));
+        let e = bearer_token(&h).err().unwrap();
+        assert_eq!(e.code, "duplicate_authorization");
+        assert_eq!(e.status(), 401);
+    }
+}

@@ -1,0 +1,30 @@
+//! scopegate: an identity-aware reverse proxy for gateways that authorise "operator" scopes.
+//!
+//! A request travels through the phases of the product design, each in its own module:
+//!
+//! ```text
+//! listener ─► limits ─► hygiene ─► identify ─► authorise ─► inject ─► forward
+//! server/     server/   identity/  identity/   policy/      upstream/  upstream/
+//! ```
+//!
+//! Deciding is kept apart from doing I/O: `identity`, `policy` and `assertion` are plain functions over
+//! plain data and are tested without sockets; `server` and `upstream` move bytes and call them.
+//! [`runtime::Snapshot`] is one immutable, compiled configuration; a request takes one snapshot at its
+//! start and keeps it to the end, so a reload never changes a request halfway.
+
+pub mod assertion;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod identity;
+pub mod metrics;
+pub mod policy;
+pub mod runtime;
+pub mod server;
+pub mod tokens;
+pub mod upstream;
+pub mod util;
+
+pub use error::{Refusal, RefusalKind};

@@ -1,0 +1,205 @@
+//! Process metrics in the Prometheus text format, built on `prometheus-client`.
+//!
+//! One registry for the process (metrics outlive config reloads). Labels are bounded and cheap:
+//! routes are interned `Arc<str>` labels made once per config, methods and outcomes are `&'static str`,
+//! so recording a request allocates nothing.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: Arc<str>,
+    pub method: &'static str,
+    pub status: u16,
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub denials: Family<ReasonLabels, Counter>,
+    pub request_duration: Family<RouteLabels, Histogram>,
+    pub upstream_duration: Family<RouteLabels, Histogram>,
+    pub active_connections: Gauge,
+    pub active_websockets: Gauge,
+    pub upstream_errors: Family<KindLabels, Counter>,
+    pub jwks_fetches: Family<OutcomeLabels, Counter>,
+    pub token_cache_hits: Counter,
+    pub token_cache_misses: Counter,
+    pub token_cache_hit_ratio: Gauge<f64, AtomicU64>,
+    pub reloads: Family<OutcomeLabels, Counter>,
+    pub config_generation: Gauge,
+    pub ready: Gauge,
+    pub websocket_frames_denied: Family<ReasonLabels, Counter>,
+}
+
+fn histogram() -> Histogram {
+    // 50 µs .. ~52 s
+    Histogram::new(exponential_buckets(0.00005, 2.0, 21))
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("scopegate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let denials = Family::<ReasonLabels, Counter>::default();
+        let request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        let upstream_duration = Family::<RouteLabels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        let active_connections = Gauge::<i64, AtomicI64>::default();
+        let active_websockets = Gauge::<i64, AtomicI64>::default();
+        let upstream_errors = Family::<KindLabels, Counter>::default();
+        let jwks_fetches = Family::<OutcomeLabels, Counter>::default();
+        let token_cache_hits = Counter::default();
+        let token_cache_misses = Counter::default();
+        let token_cache_hit_ratio = Gauge::<f64, AtomicU64>::default();
+        let reloads = Family::<OutcomeLabels, Counter>::default();
+        let config_generation = Gauge::<i64, AtomicI64>::default();
+        let ready = Gauge::<i64, AtomicI64>::default();
+        let websocket_frames_denied = Family::<ReasonLabels, Counter>::default();
+        registry.register("requests", "Requests by route, method, status and decision", requests.clone());
+        registry.register("denials", "Refusals by reason code", denials.clone());
+        registry.register("request_duration_seconds", "Time from request to response headers", request_duration.clone());
+        registry.register("upstream_duration_seconds", "Time the upstream took to send response headers", upstream_duration.clone());
+        registry.register("active_connections", "Open client connections", active_connections.clone());
+        registry.register("active_websockets", "Open relayed WebSockets", active_websockets.clone());
+        registry.register("upstream_errors", "Upstream failures by kind", upstream_errors.clone());
+        registry.register("jwks_fetches", "JWKS fetches by outcome", jwks_fetches.clone());
+        registry.register("token_cache_hits", "Verified-token cache hits", token_cache_hits.clone());
+        registry.register("token_cache_misses", "Verified-token cache misses", token_cache_misses.clone());
+        registry.register("token_cache_hit_ratio", "Verified-token cache hit ratio since start", token_cache_hit_ratio.clone());
+        registry.register("reloads", "Configuration reloads by outcome", reloads.clone());
+        registry.register("config_generation", "Generation of the configuration in use", config_generation.clone());
+        registry.register("ready", "1 when the proxy reports ready", ready.clone());
+        registry.register("websocket_frames_denied", "WebSocket RPCs refused locally by reason", websocket_frames_denied.clone());
+        Metrics {
+            registry,
+            requests,
+            denials,
+            request_duration,
+            upstream_duration,
+            active_connections,
+            active_websockets,
+            upstream_errors,
+            jwks_fetches,
+            token_cache_hits,
+            token_cache_misses,
+            token_cache_hit_ratio,
+            reloads,
+            config_generation,
+            ready,
+            websocket_frames_denied,
+        }
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let hits = self.token_cache_hits.get() as f64;
+        let misses = self.token_cache_misses.get() as f64;
+        self.token_cache_hit_ratio
+            .set(if hits + misses > 0.0 { hits / (hits + misses) } else { 0.0 });
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+pub fn get() -> &'static Metrics {
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// Interned method labels: the standard methods by name, everything else as "other".
+pub fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::PATCH => "PATCH",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+pub fn jwks_fetch(outcome: &'static str) {
+    get().jwks_fetches.get_or_create(&OutcomeLabels { outcome }).inc();
+}
+
+pub fn upstream_error(kind: &'static str) {
+    get().upstream_errors.get_or_create(&KindLabels { kind }).inc();
+}
+
+pub fn denial(reason: &'static str) {
+    get().denials.get_or_create(&ReasonLabels { reason }).inc();
+}
+
+pub fn reload(outcome: &'static str) {
+    get().reloads.get_or_create(&OutcomeLabels { outcome }).inc();
+}
+
+pub fn token_cache(hit: bool) {
+    if hit {
+        get().token_cache_hits.inc();
+    } else {
+        get().token_cache_misses.inc();
+    }
+}
+
+/// Counts a value up on creation and down on drop (connections, WebSockets).
+pub struct GaugeGuard(&'static Gauge);
+
+impl GaugeGuard {
+    pub fn connection() -> GaugeGuard {
+        get().active_connections.inc();
+        GaugeGuard(&get().active_connections)
+    }
+    pub fn websocket() -> GaugeGuard {
+        get().active_websockets.inc();
+        GaugeGuard(&get().active_websockets)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// A monotonically increasing counter for request ids within a process.
+pub(crate) static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) fn next_seq() -> u64 {
+    REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
+}

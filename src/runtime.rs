@@ -1,0 +1,146 @@
+//! One compiled, immutable configuration: everything a request needs, built once per load.
+//!
+//! A request takes the current [`Snapshot`] at its start (one `ArcSwap` load) and keeps it for its whole
+//! life, WebSocket relays included, so a reload never changes a request halfway. Building a snapshot
+//! does the expensive work up front: scope closure, route compilation, key parsing, API-token
+//! identities, the managed-header set.
+
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+
+use crate::assertion::AssertionSigner;
+use crate::config::{Config, PeerMatch, Profile};
+use crate::identity::hygiene::Hygiene;
+use crate::identity::jwks::JwksCache;
+use crate::identity::jwt::JwtVerifier;
+use crate::identity::tailscale::TailscaleSource;
+use crate::identity::trusted_proxy::TrustedProxySource;
+use crate::identity::{api_token::ApiTokens, Peer, Sources};
+use crate::policy::{Policy, ScopeSet};
+use crate::upstream::openclaw::OpenClawProfile;
+
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Arc<Config>,
+    pub policy: Policy,
+    pub sources: Sources,
+    pub hygiene: Arc<Hygiene>,
+    pub assertion: AssertionSigner,
+    pub openclaw: Option<OpenClawProfile>,
+    /// Every peer net trusted to send forwarding headers (Tailscale peers ∪ trusted proxies).
+    pub forwarding_peers: Vec<PeerMatch>,
+    /// Route labels as interned metric labels, by route index; the default route last.
+    pub route_labels: Vec<Arc<str>>,
+    pub upstream_fingerprint: String,
+    /// The TLS acceptor for new connections, when the listener terminates TLS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    scope_headers: quick_cache::sync::Cache<ScopeSet, (HeaderValue, Arc<str>)>,
+}
+
+impl Snapshot {
+    /// Compiles a config. `previous` lets a reload keep a JWKS cache that still serves the same document.
+    pub fn build(config: Config, generation: u64, previous: Option<&Snapshot>) -> Result<Snapshot, String> {
+        let policy = Policy::compile(&config);
+        let jwt = match &config.jwt {
+            None => None,
+            Some(j) => {
+                let reuse = previous
+                    .and_then(|p| p.sources.jwt.as_ref())
+                    .and_then(|v| v.jwks())
+                    .filter(|c| c.same_source(j))
+                    .cloned();
+                let jwks = reuse.or_else(|| JwksCache::new(j));
+                Some(JwtVerifier::new(j, jwks))
+            }
+        };
+        let sources = Sources {
+            jwt,
+            api_tokens: ApiTokens::new(&config.api_tokens, &policy),
+            tailscale: config.tailscale.as_ref().map(TailscaleSource::new),
+            trusted_proxy: config.trusted_proxy.as_ref().map(TrustedProxySource::new),
+        };
+        let mut managed: Vec<&HeaderName> = vec![&config.assertion.header];
+        let mut read_from_peers: Vec<&HeaderName> = Vec::new();
+        if let Some(tp) = &config.trusted_proxy {
+            managed.push(&tp.user_header);
+            read_from_peers.push(&tp.user_header);
+            if let Some(g) = &tp.groups_header {
+                managed.push(g);
+                read_from_peers.push(g);
+            }
+        }
+        if let Some(h) = &config.request_scopes_header {
+            managed.push(h);
+        }
+        let openclaw = (config.upstream.profile == Profile::OpenClaw).then(|| OpenClawProfile::new(&config));
+        if let Some(oc) = &openclaw {
+            managed.push(&oc.user_header);
+        }
+        let hygiene = Arc::new(Hygiene::new(&managed, &read_from_peers));
+        let assertion = AssertionSigner::new(&config.assertion)?;
+        let mut forwarding_peers: Vec<PeerMatch> = Vec::new();
+        if let Some(t) = &config.tailscale {
+            forwarding_peers.extend(t.trusted_peers.iter().copied());
+        }
+        if let Some(t) = &config.trusted_proxy {
+            forwarding_peers.extend(t.peers.iter().copied());
+        }
+        let mut route_labels: Vec<Arc<str>> = policy
+            .routes
+            .routes
+            .iter()
+            .map(|r| Arc::from(r.label.as_str()))
+            .collect();
+        route_labels.push(Arc::from("default"));
+        let upstream_fingerprint = crate::upstream::client::fingerprint(&config.upstream);
+        let tls = match &config.server.tls {
+            Some(t) => Some(crate::server::tls::acceptor(t)?),
+            None => None,
+        };
+        Ok(Snapshot {
+            generation,
+            config: Arc::new(config),
+            policy,
+            sources,
+            hygiene,
+            assertion,
+            openclaw,
+            forwarding_peers,
+            route_labels,
+            upstream_fingerprint,
+            tls,
+            scope_headers: quick_cache::sync::Cache::new(1024),
+        })
+    }
+
+    /// True when this peer may send forwarding and identity headers.
+    pub fn trusts_forwarding(&self, peer: Peer) -> bool {
+        crate::config::peer_matches(&self.forwarding_peers, peer.ip())
+    }
+
+    pub fn route_label(&self, index: Option<usize>) -> Arc<str> {
+        match index {
+            Some(i) => self.route_labels[i].clone(),
+            None => self.route_labels[self.route_labels.len() - 1].clone(),
+        }
+    }
+
+    /// The effective scopes rendered two ways, cached per set: the comma list for `X-OpenClaw-Scopes`
+    /// and the space list for the assertion's `scope` claim.
+    pub fn scope_strings(&self, set: ScopeSet) -> (HeaderValue, Arc<str>) {
+        if let Some(hit) = self.scope_headers.get(&set) {
+            return hit;
+        }
+        let cat = &self.policy.catalogue;
+        let comma = HeaderValue::from_str(&cat.join(set, ",")).unwrap_or_else(|_| HeaderValue::from_static(""));
+        let space: Arc<str> = Arc::from(cat.join(set, " "));
+        self.scope_headers.insert(set, (comma.clone(), space.clone()));
+        (comma, space)
+    }
+
+    /// The JWKS cache this snapshot uses, if any.
+    pub fn jwks(&self) -> Option<&Arc<JwksCache>> {
+        self.sources.jwt.as_ref().and_then(|j| j.jwks())
+    }
+}

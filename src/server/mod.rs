@@ -1,0 +1,308 @@
+//! The running proxy: worker threads (one event loop each), a control thread (admin listener, JWKS
+//! refresh, reloads), and the two-phase shutdown that ties them together.
+//!
+//! Shutdown: `draining` stops the accept loops and asks every connection to finish its in-flight
+//! requests and streams (HTTP/1.1 closes after the current response, HTTP/2 sends GOAWAY); WebSocket
+//! relays keep running. When everything has finished — or `drain_timeout` has passed — `stop` ends
+//! whatever is left and the worker threads exit.
+
+pub mod admin;
+pub mod explain;
+pub mod io;
+pub mod listener;
+pub mod reload;
+pub mod stack;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::runtime::Snapshot;
+
+/// State shared by every worker and the control thread.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Set when shutdown begins: stop accepting, finish in-flight work.
+    pub draining: CancellationToken,
+    /// Set when the drain deadline passes: end everything still running.
+    pub stop: CancellationToken,
+    /// Upgraded connections (WebSockets) outlive their HTTP connection; they are tracked here.
+    pub tracker: TaskTracker,
+    pub boot_id: String,
+    generation: AtomicU64,
+    reload_lock: Mutex<()>,
+    jwks_ready: AtomicBool,
+}
+
+impl Shared {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Compiles `config` and, if that succeeds, makes it current. On failure the old config keeps
+    /// serving. Returns the new generation.
+    pub async fn install(&self, config: Config) -> Result<u64, String> {
+        let current = self.snapshot();
+        if config.server.listen != current.config.server.listen
+            || config.server.admin_listen != current.config.server.admin_listen
+            || config.server.workers != current.config.server.workers
+        {
+            tracing::warn!("listen addresses and worker count change only on restart; the rest of the new config applies now");
+        }
+        let generation = {
+            let _guard = self.reload_lock.lock().map_err(|_| "reload lock poisoned".to_string())?;
+            self.generation.load(Ordering::Acquire) + 1
+        };
+        let snap = Snapshot::build(config, generation, Some(&current))?;
+        if let Some(jwks) = snap.jwks() {
+            let reused = current.jwks().is_some_and(|c| Arc::ptr_eq(c, jwks));
+            if !reused {
+                if !jwks.initial_fetch(Duration::from_secs(10)).await {
+                    tracing::warn!(url = jwks.url(), "new JWKS is not reachable yet; JWT requests get 503 until it is");
+                }
+                jwks.spawn_refresher(self.draining.clone());
+            }
+        }
+        let _guard = self.reload_lock.lock().map_err(|_| "reload lock poisoned".to_string())?;
+        self.generation.store(generation, Ordering::Release);
+        self.snapshot.store(Arc::new(snap));
+        crate::metrics::get().config_generation.set(generation as i64);
+        Ok(generation)
+    }
+
+    /// Ready: not draining, JWKS (if any) loaded, upstream accepting TCP connections.
+    pub async fn readiness(&self) -> Readiness {
+        let snap = self.snapshot();
+        let jwks_ok = snap.jwks().is_none_or(|j| j.has_keys());
+        if jwks_ok {
+            self.jwks_ready.store(true, Ordering::Release);
+        }
+        let authority = snap.config.upstream.authority.clone();
+        let port = authority
+            .port_u16()
+            .unwrap_or(if snap.config.upstream.scheme_https { 443 } else { 80 });
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+        let upstream_ok = matches!(
+            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect((host.as_str(), port))).await,
+            Ok(Ok(_))
+        );
+        let draining = self.draining.is_cancelled();
+        Readiness {
+            ready: jwks_ok && upstream_ok && !draining,
+            config_generation: snap.generation,
+            jwks_ok,
+            upstream_ok,
+            draining,
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub config_generation: u64,
+    pub jwks_ok: bool,
+    pub upstream_ok: bool,
+    pub draining: bool,
+}
+
+/// A started proxy.
+pub struct ServerHandle {
+    /// The main listener's address (TCP listeners only).
+    pub addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+    pub shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    control: Option<(JoinHandle<()>, tokio::sync::oneshot::Sender<()>)>,
+    control_rt: tokio::runtime::Handle,
+    drain_timeout: Duration,
+}
+
+impl ServerHandle {
+    /// Begins a graceful shutdown (same as SIGTERM).
+    pub fn begin_shutdown(&self) {
+        if !self.shared.draining.is_cancelled() {
+            tracing::info!("draining: no new connections; in-flight requests and streams may finish");
+            crate::metrics::get().ready.set(0);
+            self.shared.tracker.close();
+            self.shared.draining.cancel();
+        }
+    }
+
+    /// Drains and waits for the workers, ending what is left at the drain deadline.
+    pub fn shutdown_and_wait(mut self) {
+        self.begin_shutdown();
+        let deadline = Instant::now() + self.drain_timeout;
+        let workers = std::mem::take(&mut self.workers);
+        for w in workers {
+            while !w.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if !w.is_finished() {
+                tracing::warn!("drain deadline passed; closing what is still open");
+                self.shared.stop.cancel();
+            }
+            let _ = w.join();
+        }
+        self.shared.stop.cancel();
+        if let Some((thread, tx)) = self.control.take() {
+            let _ = tx.send(());
+            let _ = thread.join();
+        }
+        tracing::info!("stopped");
+    }
+
+    /// Reloads the config file this server was started with (same as SIGHUP), on the control thread.
+    pub fn reload(&self) -> tokio::task::JoinHandle<Result<u64, String>> {
+        let shared = self.shared.clone();
+        self.control_rt
+            .spawn(async move { reload::reload_from_file(&shared).await })
+    }
+
+    pub fn control_runtime(&self) -> &tokio::runtime::Handle {
+        &self.control_rt
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if !self.workers.is_empty() || self.control.is_some() {
+            self.shared.draining.cancel();
+            self.shared.stop.cancel();
+            if let Some((_, tx)) = self.control.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+/// Starts the proxy for `config`: binds, spawns workers and the control thread, and returns once
+/// listening. Readiness (JWKS loaded, upstream reachable) is reported by `/readyz`.
+pub fn start(config: Config) -> Result<ServerHandle, String> {
+    crate::metrics::get();
+    let snap = Snapshot::build(config, 1, None)?;
+    let cfg = snap.config.clone();
+    if snap.assertion.is_ephemeral() {
+        tracing::warn!(
+            kid = snap.assertion.kid(),
+            "no [assertion] key configured: signing with an ephemeral key; upstreams must fetch {}",
+            stack::JWKS_PATH
+        );
+    }
+    let (bound, addr) = listener::bind(&cfg.server.listen, cfg.server.workers, cfg.server.unix_socket_mode)
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.server.listen))?;
+    let admin_std = match cfg.server.admin_listen {
+        Some(a) => {
+            let l = std::net::TcpListener::bind(a).map_err(|e| format!("cannot listen on admin address {a}: {e}"))?;
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            Some(l)
+        }
+        None => None,
+    };
+    let admin_addr = admin_std.as_ref().and_then(|l| l.local_addr().ok());
+    let boot: [u8; 6] = crate::util::random_bytes();
+    let shared = Arc::new(Shared {
+        snapshot: ArcSwap::from_pointee(snap),
+        draining: CancellationToken::new(),
+        stop: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        boot_id: boot.iter().map(|b| format!("{b:02x}")).collect(),
+        generation: AtomicU64::new(1),
+        reload_lock: Mutex::new(()),
+        jwks_ready: AtomicBool::new(false),
+    });
+    crate::metrics::get().config_generation.set(1);
+
+    // Control thread: admin listener, JWKS, reload watcher.
+    let control_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("scopegate-control")
+        .build()
+        .map_err(|e| e.to_string())?;
+    let control_handle = control_rt.handle().clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let control_shared = shared.clone();
+    let control_thread = std::thread::Builder::new()
+        .name("scopegate-control".into())
+        .spawn(move || {
+            control_rt.block_on(async move {
+                let shared = control_shared;
+                let snap = shared.snapshot();
+                if let Some(jwks) = snap.jwks().cloned() {
+                    jwks.spawn_refresher(shared.draining.clone());
+                    let s = shared.clone();
+                    tokio::spawn(async move {
+                        if !jwks.initial_fetch(Duration::from_secs(30)).await {
+                            tracing::warn!(url = jwks.url(), "JWKS not reachable yet; retrying in the background");
+                        }
+                        let _ = s.readiness().await;
+                    });
+                }
+                if let Some(l) = admin_std {
+                    match tokio::net::TcpListener::from_std(l) {
+                        Ok(l) => {
+                            tokio::spawn(admin::serve(l, shared.clone()));
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot start the admin listener"),
+                    }
+                }
+                reload::spawn_file_watch(shared.clone());
+                let _ = stop_rx.await;
+            });
+        })
+        .map_err(|e| e.to_string())?;
+
+    let limit = Arc::new(Semaphore::new(cfg.server.max_connections));
+    let mut workers = Vec::new();
+    for (i, b) in bound.into_iter().enumerate() {
+        let shared = shared.clone();
+        let limit = limit.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("scopegate-worker-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start worker runtime");
+                        return;
+                    }
+                };
+                let proxy = Arc::new(stack::Proxy::new(shared));
+                rt.block_on(listener::run_worker(proxy, b, limit));
+            })
+            .map_err(|e| e.to_string())?;
+        workers.push(handle);
+    }
+    crate::metrics::get().ready.set(1);
+    tracing::info!(
+        listen = %cfg.server.listen,
+        addr = ?addr,
+        admin = ?admin_addr,
+        workers = cfg.server.workers,
+        upstream = %cfg.upstream.url,
+        profile = cfg.upstream.profile.name(),
+        "scopegate listening"
+    );
+    Ok(ServerHandle {
+        addr,
+        admin_addr,
+        shared,
+        workers,
+        control: Some((control_thread, stop_tx)),
+        control_rt: control_handle,
+        drain_timeout: cfg.server.drain_timeout,
+    })
+}

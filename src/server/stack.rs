@@ -1,0 +1,530 @@
+//! The request's path through scopegate, phase by phase, in the order of the product diagram:
+//!
+//! ```text
+//! limits ─► hygiene (inspect) ─► identify ─► authorise ─► inject (scrub + set) ─► forward
+//! ```
+//!
+//! One [`Exchange`] value carries what earlier phases decided (request id, peer, client address,
+//! identity, decision, timings) to later ones and to the audit line; nothing is derived twice. Every
+//! phase can stop the request with a [`Refusal`], which becomes the JSON body, the log line and the
+//! metric label.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+
+use crate::assertion::AssertionInput;
+use crate::audit::{self, AuditRecord};
+use crate::error::{Reason, Refusal, RefusalKind};
+use crate::identity::forwarded::{self, Forwarded};
+use crate::identity::hygiene::is_websocket_upgrade;
+use crate::identity::{Identified, Peer, RequestFacts};
+use crate::policy::{canonical_path, decide, Decision, ScopeSet};
+use crate::runtime::Snapshot;
+use crate::server::Shared;
+use crate::upstream::body::{scrub_response_headers, RequestBody, ResponseBody};
+use crate::upstream::client::UpstreamClient;
+
+pub const JWKS_PATH: &str = "/.well-known/scopegate/jwks.json";
+pub const WHOAMI_PATH: &str = "/.scopegate/whoami";
+
+/// Facts about the client connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: Peer,
+    pub tls: bool,
+}
+
+/// What the phases learn about one request, carried to the end (audit, metrics).
+pub struct Exchange {
+    pub request_id: HeaderValue,
+    pub started: Instant,
+    pub method: Method,
+    pub path: String,
+    pub websocket: bool,
+    pub forwarded: Forwarded,
+    pub identified: Identified,
+    pub decision: Option<Decision>,
+    pub upstream_time: Option<Duration>,
+}
+
+/// A worker's view of the proxy: the shared state plus its own upstream client.
+pub struct Proxy {
+    pub shared: Arc<Shared>,
+    upstream: ArcSwapOption<UpstreamClient>,
+}
+
+impl Proxy {
+    pub fn new(shared: Arc<Shared>) -> Proxy {
+        Proxy {
+            shared,
+            upstream: ArcSwapOption::empty(),
+        }
+    }
+
+    /// This worker's client for the snapshot's upstream, built on first use and after an upstream change.
+    pub fn client(&self, snap: &Snapshot) -> Result<Arc<UpstreamClient>, Refusal> {
+        if let Some(c) = self.upstream.load_full() {
+            if c.fingerprint == snap.upstream_fingerprint {
+                return Ok(c);
+            }
+        }
+        let c = Arc::new(UpstreamClient::new(&snap.config.upstream).map_err(|e| {
+            tracing::error!(error = %e, "cannot build upstream client");
+            Refusal::bad_gateway("upstream_config", "the upstream client cannot be built")
+        })?);
+        self.upstream.store(Some(c.clone()));
+        Ok(c)
+    }
+
+    /// Handles one request end to end; never fails (every failure is a response).
+    pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ResponseBody> {
+        let snap = self.shared.snapshot.load_full();
+        let request_id = request_id(&self.shared, &snap, conn, &req);
+        let mut ex = Exchange {
+            request_id,
+            started: Instant::now(),
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+            websocket: false,
+            forwarded: Forwarded::default(),
+            identified: Identified::default(),
+            decision: None,
+            upstream_time: None,
+        };
+        let result = self.process(&snap, conn, &mut ex, req).await;
+        let (resp, refusal) = match result {
+            Ok(resp) => (resp, None),
+            Err(refusal) => {
+                let rid = ex.request_id.to_str().unwrap_or("-");
+                (refusal.to_response::<ResponseBody>(rid), Some(refusal))
+            }
+        };
+        finish(&snap, &ex, &resp, refusal.as_ref());
+        resp
+    }
+
+    async fn process(
+        &self,
+        snap: &Arc<Snapshot>,
+        conn: &ConnInfo,
+        ex: &mut Exchange,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, Refusal> {
+        let cfg = &snap.config;
+
+        // ── limits ──────────────────────────────────────────────────────────────────────────────
+        check_limits(snap, &req)?;
+
+        // ── hygiene: what may be trusted, before anything reads a header ──────────────────────────
+        canonical_path(&ex.path).map_err(|why| {
+            Refusal::bad_request(why.code(), format!("ambiguous path: {}", why.message()))
+        })?;
+        check_authority(&req)?;
+        if ex.method == Method::CONNECT {
+            return Err(Refusal::bad_request("connect_not_supported", "CONNECT is not proxied"));
+        }
+        let peer_trusted = snap.trusts_forwarding(conn.peer);
+        if peer_trusted {
+            if let Some(alias) = snap.hygiene.smuggled_alias(req.headers()) {
+                return Err(Refusal::bad_request(
+                    "smuggled_header_alias",
+                    format!("the trusted peer passed an alias spelling of a managed header ({alias})"),
+                ));
+            }
+        }
+        ex.forwarded = forwarded::resolve(req.headers(), conn.peer.ip(), peer_trusted, &snap.forwarding_peers)?;
+        ex.websocket = req.version() == Version::HTTP_11 && is_websocket_upgrade(req.headers());
+
+        // Scopegate's own endpoints.
+        if ex.path == JWKS_PATH && matches!(ex.method, Method::GET | Method::HEAD) {
+            return Ok(json_response(StatusCode::OK, snap.assertion.jwks(), &ex.request_id));
+        }
+
+        // ── identify ───────────────────────────────────────────────────────────────────────────
+        let facts = RequestFacts {
+            peer: conn.peer,
+            headers: req.headers(),
+            client_ip: ex.forwarded.client_ip,
+        };
+        ex.identified = snap.sources.identify(&snap.policy, &facts).await?;
+
+        if ex.path == WHOAMI_PATH && matches!(ex.method, Method::GET | Method::HEAD) {
+            let body = crate::server::explain::whoami(snap, &ex.identified, ex.forwarded.client_ip, req.uri().query())?;
+            return Ok(json_response(StatusCode::OK, body, &ex.request_id));
+        }
+
+        // ── authorise ──────────────────────────────────────────────────────────────────────────
+        let route = snap.policy.routes.find(&ex.method, &ex.path, ex.websocket);
+        let requested = requested_scopes(snap, &req)?;
+        let identity = ex.identified.identity.clone();
+        let decision = decide(&snap.policy, identity.as_deref(), route, requested);
+        ex.decision = Some(decision);
+        if !decision.allowed() {
+            if ex.websocket
+                && identity.is_none()
+                && decision.deny == Some(crate::policy::DenyKind::Unauthenticated)
+                && snap.openclaw.as_ref().is_some_and(|p| p.in_band_auth)
+            {
+                // OpenClaw's own clients send their credential inside the first WebSocket frame.
+                let client = self.client(snap)?;
+                return crate::upstream::openclaw::inband::accept(
+                    self.shared.clone(),
+                    snap.clone(),
+                    client,
+                    conn.clone(),
+                    req,
+                    ex,
+                );
+            }
+            let mut refusal = decision
+                .refusal(&snap.policy, identity.as_deref(), &ex.method, &ex.path)
+                .unwrap_or_else(|| Refusal::new(RefusalKind::Forbidden, "denied", "denied"));
+            if identity.is_none() {
+                if let Some(hint) = &ex.identified.anonymous_reason {
+                    refusal.reasons.push(hint.clone());
+                }
+            }
+            return Err(refusal);
+        }
+
+        // ── inject ─────────────────────────────────────────────────────────────────────────────
+        let client = self.client(snap)?;
+        let route_timeout = snap.policy.routes.route(route).and_then(|r| r.response_header_timeout);
+        let upstream_uri = client.upstream_uri(req.uri().path_and_query())?;
+        let forwarded_path = client.forwarded_path(&ex.path).into_owned();
+        {
+            let headers = req.headers_mut();
+            let original_host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| forwarded::valid_host(h))
+                .map(str::to_string);
+            snap.hygiene.scrub(headers);
+            headers.remove(header::HOST);
+            headers.remove(header::EXPECT);
+            inject(snap, ex, conn, headers, &decision, &forwarded_path, original_host);
+        }
+        *req.uri_mut() = upstream_uri;
+        *req.version_mut() = if cfg.upstream.http2 { Version::HTTP_2 } else { Version::HTTP_11 };
+
+        // ── forward ────────────────────────────────────────────────────────────────────────────
+        if ex.websocket {
+            return self.forward_websocket(snap, &client, ex, req).await;
+        }
+        let (parts, body) = req.into_parts();
+        let body = if body.is_end_stream() {
+            RequestBody::empty()
+        } else {
+            RequestBody::streaming(body, cfg.server.idle_timeout, cfg.server.max_body_bytes, snap.hygiene.clone())
+        };
+        let t0 = Instant::now();
+        let resp = client.send(Request::from_parts(parts, body), route_timeout).await;
+        ex.upstream_time = Some(t0.elapsed());
+        let resp = resp?;
+        let (mut parts, body) = resp.into_parts();
+        scrub_response_headers(&mut parts.headers);
+        parts.headers.insert("x-request-id", ex.request_id.clone());
+        Ok(Response::from_parts(parts, ResponseBody::upstream(body, cfg.server.idle_timeout)))
+    }
+
+    async fn forward_websocket(
+        &self,
+        snap: &Arc<Snapshot>,
+        client: &UpstreamClient,
+        ex: &mut Exchange,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, Refusal> {
+        let on_client_upgrade = hyper::upgrade::on(&mut req);
+        let (mut parts, _body) = req.into_parts();
+        // The handshake headers scrub removed as hop-by-hop go back on, for this hop only.
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let t0 = Instant::now();
+        let resp = client.send(Request::from_parts(parts, RequestBody::empty()), None).await;
+        ex.upstream_time = Some(t0.elapsed());
+        let mut resp = resp?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            // The upstream refused the upgrade: pass its answer through like any response.
+            let (mut parts, body) = resp.into_parts();
+            scrub_response_headers(&mut parts.headers);
+            parts.headers.insert("x-request-id", ex.request_id.clone());
+            return Ok(Response::from_parts(parts, ResponseBody::upstream(body, snap.config.server.idle_timeout)));
+        }
+        let on_upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let mut out = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+        for name in [
+            header::SEC_WEBSOCKET_ACCEPT,
+            header::SEC_WEBSOCKET_PROTOCOL,
+            header::SEC_WEBSOCKET_EXTENSIONS,
+        ] {
+            if let Some(v) = resp.headers().get(&name) {
+                out = out.header(name, v.clone());
+            }
+        }
+        out = out
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header("x-request-id", ex.request_id.clone());
+        let idle = snap.config.server.websocket_idle_timeout;
+        let stop = self.shared.stop.clone();
+        let request_id = ex.request_id.clone();
+        self.shared.tracker.spawn(async move {
+            match tokio::join!(on_client_upgrade, on_upstream_upgrade) {
+                (Ok(c), Ok(u)) => {
+                    let end = crate::upstream::websocket::relay(c, u, idle, stop).await;
+                    tracing::debug!(request_id = ?request_id, end = ?end, "websocket closed");
+                }
+                (c, u) => {
+                    tracing::warn!(request_id = ?request_id, client = ?c.err(), upstream = ?u.err(), "websocket upgrade did not complete");
+                }
+            }
+        });
+        out.body(ResponseBody::empty())
+            .map_err(|_| Refusal::new(RefusalKind::Internal, "internal", "cannot build the upgrade response"))
+    }
+}
+
+/// Header-size and body-size limits that hyper does not already answer with a JSON body.
+fn check_limits(snap: &Snapshot, req: &Request<Incoming>) -> Result<(), Refusal> {
+    let server = &snap.config.server;
+    let headers = req.headers();
+    if headers.len() > server.max_headers {
+        return Err(Refusal::new(
+            RefusalKind::HeadersTooLarge,
+            "too_many_headers",
+            format!("the request has {} headers; the limit is {}", headers.len(), server.max_headers),
+        ));
+    }
+    let mut size = req.uri().to_string().len() + 16;
+    for (k, v) in headers {
+        size += k.as_str().len() + v.len() + 4;
+    }
+    if size > server.max_header_bytes {
+        return Err(Refusal::new(
+            RefusalKind::HeadersTooLarge,
+            "headers_too_large",
+            format!("the request head is {size} bytes; the limit is {}", server.max_header_bytes),
+        ));
+    }
+    if let (Some(max), Some(len)) = (server.max_body_bytes, headers.get(header::CONTENT_LENGTH)) {
+        let len: u64 = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Refusal::bad_request("bad_content_length", "Content-Length is not a number"))?;
+        if len > max {
+            return Err(Refusal::new(
+                RefusalKind::PayloadTooLarge,
+                "payload_too_large",
+                format!("the body is {len} bytes; the limit is {max}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `Host` and the request target's authority (HTTP/1.1 absolute-form, HTTP/2 `:authority`) must agree.
+fn check_authority(req: &Request<Incoming>) -> Result<(), Refusal> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Refusal::bad_request("duplicate_host", "more than one Host header"));
+    }
+    if let (Some(auth), Some(host)) = (req.uri().authority(), host) {
+        if !host.as_bytes().eq_ignore_ascii_case(auth.as_str().as_bytes()) {
+            return Err(Refusal::bad_request(
+                "authority_mismatch",
+                "the Host header and the request target name different hosts",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The client's own narrowing (`[policy] request_scopes_header`): literal scopes, comma or space separated.
+fn requested_scopes(snap: &Snapshot, req: &Request<Incoming>) -> Result<Option<ScopeSet>, Refusal> {
+    let Some(name) = &snap.config.request_scopes_header else {
+        return Ok(None);
+    };
+    let mut values = req.headers().get_all(name).iter();
+    let Some(v) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(Refusal::bad_request("duplicate_scopes_header", format!("{name} was sent more than once")));
+    }
+    let s = v
+        .to_str()
+        .map_err(|_| Refusal::bad_request("malformed_scopes_header", format!("{name} is not ASCII")))?;
+    let names = s.split([',', ' ']).map(str::trim).filter(|n| !n.is_empty());
+    Ok(Some(snap.policy.catalogue.parse(names).0))
+}
+
+/// Sets what the upstream may rely on: forwarding headers, the request id, the profile's headers and the
+/// signed assertion. Runs after `scrub`, so no client copy of any of these survives.
+pub(crate) fn inject(
+    snap: &Snapshot,
+    ex: &Exchange,
+    conn: &ConnInfo,
+    headers: &mut http::HeaderMap,
+    decision: &Decision,
+    forwarded_path: &str,
+    original_host: Option<String>,
+) {
+    let identity = ex.identified.identity.as_deref();
+    let proto = if conn.tls { "https" } else { ex.forwarded.proto.unwrap_or("http") };
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    if let Some(host) = ex.forwarded.host.clone().or(original_host) {
+        if let Ok(v) = HeaderValue::from_str(&host) {
+            headers.insert("x-forwarded-host", v);
+        }
+    }
+    headers.insert("x-request-id", ex.request_id.clone());
+    let (scopes_comma, scopes_space) = snap.scope_strings(decision.effective);
+    let xff: Option<IpAddr> = match &snap.openclaw {
+        Some(oc) => Some(oc.forwarded_for(ex.forwarded.client_ip)),
+        None => ex.forwarded.client_ip,
+    };
+    if let Some(ip) = xff {
+        if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
+            headers.insert("x-forwarded-for", v);
+        }
+    }
+    if let Some(oc) = &snap.openclaw {
+        // Always present: an empty list grants nothing, where an absent one would grant the gateway's
+        // full default set (gateway contract §3).
+        headers.insert("x-openclaw-scopes", scopes_comma);
+        if let Some(id) = identity {
+            if let Ok(v) = HeaderValue::from_str(oc.gateway_user(&id.subject)) {
+                headers.insert(oc.user_header.clone(), v);
+            }
+        }
+    }
+    let assertion = snap.assertion.assertion(&AssertionInput {
+        subject: identity.map(|i| i.subject.as_str()).unwrap_or(""),
+        amr: identity.map(|i| i.method),
+        scope: &scopes_space,
+        scope_bits: decision.effective,
+        client_ip: ex.forwarded.client_ip,
+        method: &ex.method,
+        path: forwarded_path,
+    });
+    headers.insert(snap.assertion.header_name().clone(), assertion);
+}
+
+fn request_id(shared: &Shared, snap: &Snapshot, conn: &ConnInfo, req: &Request<Incoming>) -> HeaderValue {
+    let peers = &snap.config.server.request_id_peers;
+    if !peers.is_empty() && crate::config::peer_matches(peers, conn.peer.ip()) {
+        if let Some(v) = req.headers().get("x-request-id") {
+            let ok = !v.is_empty()
+                && v.len() <= 128
+                && v.as_bytes().iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b));
+            if ok {
+                return v.clone();
+            }
+        }
+    }
+    let id = format!("{}-{:x}", shared.boot_id, crate::metrics::next_seq());
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+pub fn json_response(status: StatusCode, body: impl Into<bytes::Bytes>, request_id: &HeaderValue) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert("x-request-id", request_id.clone());
+    resp
+}
+
+/// Metrics and the audit line for a finished exchange (at response-header time).
+pub fn finish(snap: &Snapshot, ex: &Exchange, resp: &Response<ResponseBody>, refusal: Option<&Refusal>) {
+    let m = crate::metrics::get();
+    let status = resp.status().as_u16();
+    let route_index = ex.decision.map(|d| d.route.index).unwrap_or(None);
+    let route = snap.route_label(route_index);
+    let decision_label = match (refusal, ex.decision) {
+        (Some(r), _) => match r.kind {
+            RefusalKind::Unauthorized => "unauthenticated",
+            RefusalKind::Forbidden => ex.decision.map(|d| d.outcome()).unwrap_or("forbidden"),
+            RefusalKind::BadRequest => "bad_request",
+            RefusalKind::BadGateway | RefusalKind::GatewayTimeout => "upstream_error",
+            RefusalKind::HeadersTooLarge | RefusalKind::PayloadTooLarge => "limit",
+            _ => "error",
+        },
+        (None, Some(d)) => d.outcome(),
+        (None, None) => "scopegate",
+    };
+    m.requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            route: route.clone(),
+            method: crate::metrics::method_label(&ex.method),
+            status,
+            decision: decision_label,
+        })
+        .inc();
+    let elapsed = ex.started.elapsed();
+    m.request_duration
+        .get_or_create(&crate::metrics::RouteLabels { route: route.clone() })
+        .observe(elapsed.as_secs_f64());
+    if let Some(u) = ex.upstream_time {
+        m.upstream_duration
+            .get_or_create(&crate::metrics::RouteLabels { route: route.clone() })
+            .observe(u.as_secs_f64());
+    }
+    if let Some(r) = refusal {
+        crate::metrics::denial(r.code);
+    }
+    let audit_on = snap.config.log.audit;
+    if !audit_on {
+        return;
+    }
+    let cat = &snap.policy.catalogue;
+    let identity = ex.identified.identity.as_deref();
+    let (required, effective) = match ex.decision {
+        Some(d) => (cat.join(d.required, " "), cat.join(d.effective, " ")),
+        None => (String::new(), String::new()),
+    };
+    let reasons = match refusal {
+        Some(r) => r.reason_codes().join(","),
+        None => ex.decision.map(|d| d.code()).unwrap_or("scopegate").to_string(),
+    };
+    let rid = ex.request_id.to_str().unwrap_or("-");
+    audit::record(
+        true,
+        &AuditRecord {
+            request_id: rid,
+            subject: identity.map(|i| i.subject.as_str()),
+            source: identity.map(|i| i.method.amr()),
+            client_ip: ex.forwarded.client_ip,
+            method: ex.method.as_str(),
+            path: &ex.path,
+            route: &route,
+            required: &required,
+            effective: &effective,
+            decision: decision_label,
+            reasons: &reasons,
+            status,
+            duration: elapsed,
+            upstream: ex.upstream_time,
+            websocket: ex.websocket,
+        },
+    );
+    if let Some(r) = refusal {
+        if r.status().is_server_error() {
+            tracing::warn!(request_id = rid, code = r.code, message = %r.message, "request failed");
+        }
+    }
+}
+
+/// A reason line naming the caller for the in-band path and others.
+pub fn note(code: &'static str, msg: impl Into<String>) -> Reason {
+    Reason::new(code, msg)
+}

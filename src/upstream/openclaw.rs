@@ -1,0 +1,233 @@
+//! The OpenClaw profile: speaking the gateway's trusted-proxy contract (gateway contract §1, §3, §4).
+//!
+//! The gateway runs in `trusted-proxy` mode with scopegate as its only trusted proxy. On every request
+//! and WebSocket upgrade scopegate sets:
+//! - the configured user header: the caller's gateway identity (see [`OpenClawProfile::gateway_user`]);
+//! - `X-Forwarded-For`: the client, never loopback — the gateway refuses a loopback client behind a
+//!   proxy, so a caller on the gateway's own host is presented as `local_client_ip` (192.0.2.1, a
+//!   documentation address, by default);
+//! - `X-Forwarded-Proto`/`-Host`;
+//! - `X-OpenClaw-Scopes`: the effective scopes, implication-expanded and spelled out literally. On HTTP
+//!   the gateway takes this list as the whole grant; on a WebSocket it intersects it literally with
+//!   `identityScopes[user]`, which is why the list is expanded and why `scopegate openclaw-config`
+//!   grants every identity it names the whole catalogue (scopegate is the authority; the header caps).
+//!
+//! Identities the gateway config does not name (any JWT subject, anyone in a group) are presented as
+//! one shared identity, `shared_user`, which `openclaw-config` also lists; the real subject still
+//! travels in the signed assertion and the audit log. Subjects scopegate's own config names — `[[grants]]`
+//! subjects, API-token subjects, `[openclaw] users` — keep their own name, so the gateway can attribute
+//! their sessions per user.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+
+use crate::config::{Config, RouteAccess, RouteConfig};
+
+pub mod inband;
+
+/// The gateway's own HTTP surface as a route table (used when the config has no `[[routes]]`).
+pub fn default_routes() -> Vec<RouteConfig> {
+    fn r(path: &str, methods: &[Method], access: RouteAccess) -> RouteConfig {
+        RouteConfig {
+            path: path.to_string(),
+            methods: methods.to_vec(),
+            websocket: Some(false),
+            access,
+            response_header_timeout: None,
+        }
+    }
+    let get = [Method::GET, Method::HEAD];
+    let req = |s: &[&str]| RouteAccess::Require(s.iter().map(|x| x.to_string()).collect());
+    let mut routes = Vec::new();
+    for p in ["/health", "/healthz", "/ready", "/readyz", "/startup", "/startupz"] {
+        routes.push(r(p, &get, RouteAccess::Public));
+    }
+    routes.extend([
+        r("/v1/responses", &[Method::POST], req(&["operator.write"])),
+        r("/v1/chat/completions", &[Method::POST], req(&["operator.write"])),
+        r("/v1/embeddings", &[Method::POST], req(&["operator.write"])),
+        r("/v1/models", &get, req(&["operator.read"])),
+        r("/v1/models/*", &get, req(&["operator.read"])),
+        r("/tools/invoke", &[Method::POST], req(&["operator.write"])),
+        r("/sessions/*/history", &get, req(&["operator.read"])),
+        r("/sessions/*/kill", &[], req(&["operator.admin"])),
+    ]);
+    // The WebSocket control plane: any path upgrades to it. Connecting needs an identity; every RPC is
+    // then checked by the gateway against the scopes scopegate sends.
+    routes.push(RouteConfig {
+        path: "/*".into(),
+        methods: vec![Method::GET],
+        websocket: Some(true),
+        access: RouteAccess::Require(Vec::new()),
+        response_header_timeout: None,
+    });
+    // The Control UI and its assets: the gateway's read surface.
+    routes.push(r("/*", &get, req(&["operator.read"])));
+    routes
+}
+
+/// The profile's compiled settings for one snapshot.
+#[derive(Debug, Clone)]
+pub struct OpenClawProfile {
+    pub user_header: HeaderName,
+    pub shared_user: String,
+    known: HashSet<String>,
+    known_sorted: Vec<String>,
+    pub local_client_ip: IpAddr,
+    pub in_band_auth: bool,
+    pub connect_timeout: Duration,
+}
+
+fn key(s: &str) -> String {
+    if s.contains('@') {
+        s.to_ascii_lowercase()
+    } else {
+        s.to_string()
+    }
+}
+
+impl OpenClawProfile {
+    pub fn new(cfg: &Config) -> OpenClawProfile {
+        let oc = &cfg.openclaw;
+        let mut names: Vec<String> = Vec::new();
+        for g in &cfg.grants {
+            names.extend(g.subjects.iter().cloned());
+        }
+        names.extend(cfg.api_tokens.iter().map(|t| t.subject.clone()));
+        names.extend(oc.users.iter().cloned());
+        let mut known = HashSet::new();
+        let mut known_sorted = Vec::new();
+        for n in names {
+            if n != oc.shared_user && known.insert(key(&n)) {
+                known_sorted.push(n);
+            }
+        }
+        known_sorted.sort();
+        OpenClawProfile {
+            user_header: oc.user_header.clone(),
+            shared_user: oc.shared_user.clone(),
+            known,
+            known_sorted,
+            local_client_ip: oc.local_client_ip,
+            in_band_auth: oc.in_band_auth,
+            connect_timeout: oc.connect_timeout,
+        }
+    }
+
+    /// The identity the gateway sees: the subject when the gateway config names it, else the shared one.
+    pub fn gateway_user<'a>(&'a self, subject: &'a str) -> &'a str {
+        if self.known.contains(subject) || (subject.contains('@') && self.known.contains(&subject.to_ascii_lowercase())) {
+            subject
+        } else {
+            &self.shared_user
+        }
+    }
+
+    /// Every identity `openclaw-config` must list in `identityScopes`, the shared one first.
+    pub fn gateway_identities(&self) -> Vec<String> {
+        let mut out = vec![self.shared_user.clone()];
+        out.extend(self.known_sorted.iter().cloned());
+        out
+    }
+
+    /// The address sent as `X-Forwarded-For`: the client's, unless it is loopback (or unknown).
+    pub fn forwarded_for(&self, client: Option<IpAddr>) -> IpAddr {
+        match client.map(crate::config::canonical_ip) {
+            Some(ip) if !ip.is_loopback() && !ip.is_unspecified() => ip,
+            _ => self.local_client_ip,
+        }
+    }
+}
+
+/// The JSON5 `gateway` block that makes an OpenClaw gateway trust this scopegate
+/// (`scopegate openclaw-config`).
+pub fn gateway_config_block(cfg: &Config, port_hint: Option<u16>) -> serde_json::Value {
+    let profile = OpenClawProfile::new(cfg);
+    let catalogue = &cfg.scopes.catalogue;
+    let mut identity_scopes = serde_json::Map::new();
+    for user in profile.gateway_identities() {
+        identity_scopes.insert(user, catalogue.clone().into());
+    }
+    let port = port_hint.or_else(|| cfg.upstream.authority.port_u16()).unwrap_or(18789);
+    serde_json::json!({
+        "gateway": {
+            "mode": "local",
+            "bind": "loopback",
+            "port": port,
+            "trustedProxies": ["127.0.0.1", "::1"],
+            "auth": {
+                "mode": "trusted-proxy",
+                "trustedProxy": {
+                    "userHeader": profile.user_header.as_str(),
+                    "allowLoopback": true,
+                },
+                "identityScopes": identity_scopes,
+            },
+            "http": {
+                "endpoints": {
+                    "chatCompletions": { "enabled": true },
+                    "responses": { "enabled": true },
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        Config::parse(
+            r#"
+[upstream]
+url = "http://127.0.0.1:18789"
+profile = "openclaw"
+[[api_tokens]]
+subject = "ci-bot"
+sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+scopes = ["operator.read"]
+[[grants]]
+subjects = ["Alice@Example.com"]
+scopes = ["operator.admin"]
+[openclaw]
+users = ["bob"]
+"#,
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn named_subjects_keep_their_name_others_share_one() {
+        let p = OpenClawProfile::new(&cfg());
+        assert_eq!(p.gateway_user("ci-bot"), "ci-bot");
+        assert_eq!(p.gateway_user("alice@example.com"), "alice@example.com");
+        assert_eq!(p.gateway_user("bob"), "bob");
+        assert_eq!(p.gateway_user("mallory"), "scopegate");
+        assert_eq!(p.gateway_identities(), vec!["scopegate", "Alice@Example.com", "bob", "ci-bot"]);
+    }
+
+    #[test]
+    fn loopback_clients_get_a_routable_stand_in() {
+        let p = OpenClawProfile::new(&cfg());
+        assert_eq!(p.forwarded_for(Some("127.0.0.1".parse().unwrap())).to_string(), "192.0.2.1");
+        assert_eq!(p.forwarded_for(Some("::1".parse().unwrap())).to_string(), "192.0.2.1");
+        assert_eq!(p.forwarded_for(Some("::ffff:127.0.0.1".parse().unwrap())).to_string(), "192.0.2.1");
+        assert_eq!(p.forwarded_for(None).to_string(), "192.0.2.1");
+        assert_eq!(p.forwarded_for(Some("100.64.0.9".parse().unwrap())).to_string(), "100.64.0.9");
+    }
+
+    #[test]
+    fn gateway_block_lists_every_identity_with_the_whole_catalogue() {
+        let block = gateway_config_block(&cfg(), None);
+        let ids = block["gateway"]["auth"]["identityScopes"].as_object().unwrap();
+        assert_eq!(ids.len(), 4);
+        assert_eq!(ids["scopegate"].as_array().unwrap().len(), 10);
+        assert_eq!(block["gateway"]["auth"]["trustedProxy"]["userHeader"], "x-forwarded-user");
+        assert_eq!(block["gateway"]["port"], 18789);
+    }
+}

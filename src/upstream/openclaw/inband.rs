@@ -1,0 +1,576 @@
+//! In-band credentials on OpenClaw's WebSocket control plane.
+//!
+//! OpenClaw's own clients (the `openclaw` CLI, apps) do not authenticate the upgrade request: they wait
+//! for the server's `connect.challenge` and send their token inside the first frame
+//! (`{"type":"req","method":"connect","params":{"auth":{"token":…}, …}}`), optionally with a device
+//! identity signed over the challenge nonce. scopegate meets such a client halfway:
+//!
+//! 1. it completes the upgrade itself and sends its own `connect.challenge`;
+//! 2. it reads the `connect` frame and verifies `auth.token` (or `auth.password`) as a JWT or API token —
+//!    a refusal is answered in the gateway's own `res` error shape and the socket is closed (1008);
+//! 3. it opens the upstream WebSocket as the trusted proxy (user header, `X-OpenClaw-Scopes`, assertion),
+//!    swallows the gateway's challenge, and forwards the client's `connect` without `auth` (the client's
+//!    secret never leaves scopegate) and without `device` (it was signed over scopegate's nonce, which
+//!    the gateway would reject);
+//! 4. from the gateway's `hello-ok` on, frames are relayed both ways unchanged. The granted scopes in
+//!    `hello-ok` are compared with scopegate's effective set, and a difference is logged with its likely
+//!    cause (the gateway's `identityScopes` not listing the identity).
+//!
+//! Clients that authenticate the upgrade itself (a bearer header, Tailscale, a trusted proxy) never come
+//! here: their frames, device signatures included, are relayed untouched.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::error::{Reason, Refusal, RefusalKind};
+use crate::identity::Identity;
+use crate::policy::{decide, ScopeSet};
+use crate::runtime::Snapshot;
+use crate::server::stack::{ConnInfo, Exchange};
+use crate::server::Shared;
+use crate::upstream::body::{RequestBody, ResponseBody};
+use crate::upstream::client::UpstreamClient;
+
+/// The gateway caps pre-auth frames at 64 KiB; so does scopegate.
+const MAX_CONNECT_FRAME: usize = 64 * 1024;
+
+/// Accepts the upgrade and runs the in-band handshake in the background. Returns the `101`.
+pub fn accept(
+    shared: Arc<Shared>,
+    snap: Arc<Snapshot>,
+    client: Arc<UpstreamClient>,
+    conn: ConnInfo,
+    mut req: Request<Incoming>,
+    ex: &mut Exchange,
+) -> Result<Response<ResponseBody>, Refusal> {
+    let headers = req.headers();
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return Err(Refusal::bad_request("websocket_version", "only WebSocket version 13 is supported"));
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|k| {
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, k.as_bytes()).is_ok_and(|d| d.len() == 16)
+        })
+        .ok_or_else(|| Refusal::bad_request("websocket_key", "Sec-WebSocket-Key is missing or malformed"))?;
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let origin = headers.get(header::ORIGIN).cloned();
+    let user_agent = headers.get(header::USER_AGENT).cloned();
+    let path_and_query = req.uri().path_and_query().cloned();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let session = Session {
+        snap,
+        client,
+        conn,
+        request_id: ex.request_id.clone(),
+        path: ex.path.clone(),
+        path_and_query,
+        forwarded: ex.forwarded.clone(),
+        origin,
+        user_agent,
+        stop: shared.stop.clone(),
+    };
+    let request_id = ex.request_id.clone();
+    shared.tracker.spawn(async move {
+        match on_upgrade.await {
+            Ok(up) => {
+                let _gauge = crate::metrics::GaugeGuard::websocket();
+                session.run(up).await;
+            }
+            Err(e) => tracing::debug!(request_id = ?request_id, error = %e, "client left before the upgrade completed"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .header("x-request-id", ex.request_id.clone())
+        .body(ResponseBody::empty())
+        .map_err(|_| Refusal::new(RefusalKind::Internal, "internal", "cannot build the upgrade response"))
+}
+
+struct Session {
+    snap: Arc<Snapshot>,
+    client: Arc<UpstreamClient>,
+    conn: ConnInfo,
+    request_id: HeaderValue,
+    path: String,
+    path_and_query: Option<http::uri::PathAndQuery>,
+    forwarded: crate::identity::forwarded::Forwarded,
+    origin: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+type ClientWs = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// An in-band refusal, in the gateway's `res` error shape.
+struct WsRefusal {
+    code: &'static str,
+    close: CloseCode,
+    refusal: Refusal,
+}
+
+impl Session {
+    async fn run(self, up: hyper::upgrade::Upgraded) {
+        let cfg = WebSocketConfig::default()
+            .max_message_size(Some(32 << 20))
+            .max_frame_size(Some(16 << 20));
+        let mut ws: ClientWs = WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, Some(cfg)).await;
+        let profile = match &self.snap.openclaw {
+            Some(p) => p.clone(),
+            None => return,
+        };
+        let nonce = uuid_v4();
+        let challenge = json!({
+            "type": "event",
+            "event": "connect.challenge",
+            "payload": {"nonce": nonce, "ts": now_ms(), "capabilities": []}
+        });
+        if ws.send(Message::text(challenge.to_string())).await.is_err() {
+            return;
+        }
+        let first = tokio::select! {
+            r = tokio::time::timeout(profile.connect_timeout, next_data(&mut ws)) => r,
+            _ = self.stop.cancelled() => return,
+        };
+        let (connect_id, mut frame) = match first {
+            Err(_) => {
+                close(&mut ws, CloseCode::Policy, "connect timeout").await;
+                return;
+            }
+            Ok(None) => return,
+            Ok(Some(text)) => match parse_connect(&text) {
+                Ok(x) => x,
+                Err((id, msg)) => {
+                    self.refuse(&mut ws, id.as_ref(), WsRefusal {
+                        code: "INVALID_REQUEST",
+                        close: CloseCode::Policy,
+                        refusal: Refusal::bad_request("invalid_handshake", msg),
+                    })
+                    .await;
+                    return;
+                }
+            },
+        };
+        let outcome = self.authorise(&frame).await;
+        let (identity, effective) = match outcome {
+            Ok(x) => x,
+            Err(r) => {
+                self.refuse(&mut ws, Some(&connect_id), r).await;
+                return;
+            }
+        };
+        // Strip the client's secret and its device proof (signed over scopegate's nonce, not the gateway's).
+        if let Some(params) = frame.get_mut("params").and_then(Value::as_object_mut) {
+            params.remove("auth");
+            params.remove("device");
+        }
+        let upstream = match self.open_upstream(&identity, effective).await {
+            Ok(u) => u,
+            Err(r) => {
+                self.refuse(&mut ws, Some(&connect_id), r).await;
+                return;
+            }
+        };
+        self.relay(ws, upstream, connect_id, frame, identity, effective, profile.connect_timeout)
+            .await;
+    }
+
+    /// Verifies the in-band credential and decides the WebSocket route for it.
+    async fn authorise(&self, frame: &Value) -> Result<(Arc<Identity>, ScopeSet), WsRefusal> {
+        let params = frame.get("params").cloned().unwrap_or(Value::Null);
+        let auth = params.get("auth");
+        let token = auth
+            .and_then(|a| a.get("token").or_else(|| a.get("password")))
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty());
+        let Some(token) = token else {
+            let has_device_token = auth.and_then(|a| a.get("deviceToken")).is_some();
+            let why = if has_device_token {
+                "a paired device token is not accepted through scopegate; send a JWT or API token as the gateway token"
+            } else {
+                "no credential: send a JWT or an API token as the gateway token (connect params.auth.token)"
+            };
+            return Err(WsRefusal {
+                code: "UNAUTHORIZED",
+                close: CloseCode::Policy,
+                refusal: Refusal::no_credential(why),
+            });
+        };
+        let identity = self
+            .snap
+            .sources
+            .verify_bearer(&self.snap.policy, token)
+            .await
+            .map_err(|refusal| WsRefusal {
+                code: if refusal.kind == RefusalKind::ServiceUnavailable { "UNAVAILABLE" } else { "UNAUTHORIZED" },
+                close: CloseCode::Policy,
+                refusal,
+            })?;
+        let requested = params.get("scopes").and_then(Value::as_array).map(|list| {
+            self.snap
+                .policy
+                .catalogue
+                .parse(list.iter().filter_map(Value::as_str))
+                .0
+        });
+        let route = self.snap.policy.routes.find(&Method::GET, &self.path, true);
+        let decision = decide(&self.snap.policy, Some(&identity), route, requested);
+        if let Some(refusal) = decision.refusal(&self.snap.policy, Some(&identity), &Method::GET, &self.path) {
+            return Err(WsRefusal {
+                code: "FORBIDDEN",
+                close: CloseCode::Policy,
+                refusal,
+            });
+        }
+        self.audit(Some(&identity), "allow", "in_band_connect", decision.effective, 101);
+        Ok((identity, decision.effective))
+    }
+
+    async fn open_upstream(
+        &self,
+        identity: &Arc<Identity>,
+        effective: ScopeSet,
+    ) -> Result<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, WsRefusal> {
+        let unavailable = |code: &'static str, msg: String| WsRefusal {
+            code: "UNAVAILABLE",
+            close: CloseCode::Error,
+            refusal: Refusal::bad_gateway(code, msg),
+        };
+        let uri = self
+            .client
+            .upstream_uri(self.path_and_query.as_ref())
+            .map_err(|r| WsRefusal { code: "INVALID_REQUEST", close: CloseCode::Policy, refusal: r })?;
+        let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, crate::util::random_bytes::<16>());
+        let mut req = Request::get(uri)
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(header::SEC_WEBSOCKET_VERSION, "13")
+            .header(header::SEC_WEBSOCKET_KEY, key.as_str())
+            .body(RequestBody::empty())
+            .map_err(|_| unavailable("upstream_request", "cannot build the upstream upgrade".into()))?;
+        if let Some(o) = &self.origin {
+            req.headers_mut().insert(header::ORIGIN, o.clone());
+        }
+        if let Some(ua) = &self.user_agent {
+            req.headers_mut().insert(header::USER_AGENT, ua.clone());
+        }
+        let ex = Exchange {
+            request_id: self.request_id.clone(),
+            started: std::time::Instant::now(),
+            method: Method::GET,
+            path: self.path.clone(),
+            websocket: true,
+            forwarded: self.forwarded.clone(),
+            identified: crate::identity::Identified {
+                identity: Some(identity.clone()),
+                seen: Vec::new(),
+                anonymous_reason: None,
+            },
+            decision: None,
+            upstream_time: None,
+        };
+        let route = self.snap.policy.routes.find(&Method::GET, &self.path, true);
+        let decision = decide(&self.snap.policy, Some(identity), route, None);
+        let decision = crate::policy::Decision { effective, ..decision };
+        let forwarded_path = self.client.forwarded_path(&self.path).into_owned();
+        crate::server::stack::inject(&self.snap, &ex, &self.conn, req.headers_mut(), &decision, &forwarded_path, None);
+        let mut resp = self.client.send(req, None).await.map_err(|r| WsRefusal {
+            code: "UNAVAILABLE",
+            close: CloseCode::Error,
+            refusal: r,
+        })?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(unavailable(
+                "upstream_refused_upgrade",
+                format!("the gateway refused the WebSocket upgrade with status {}", resp.status()),
+            ));
+        }
+        let up = hyper::upgrade::on(&mut resp)
+            .await
+            .map_err(|e| unavailable("upstream_upgrade", format!("the gateway upgrade failed: {e}")))?;
+        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Client, None).await;
+        // The gateway's own challenge is for a client that is not there: scopegate already challenged
+        // its client. Wait for it so the connect frame is not sent too early.
+        match tokio::time::timeout(Duration::from_secs(15), next_data(&mut ws)).await {
+            Ok(Some(text)) => {
+                let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                if v.get("event").and_then(Value::as_str) != Some("connect.challenge") {
+                    return Err(unavailable("upstream_no_challenge", "the gateway did not send connect.challenge".into()));
+                }
+            }
+            _ => return Err(unavailable("upstream_no_challenge", "the gateway sent no connect.challenge".into())),
+        }
+        Ok(ws)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn relay(
+        &self,
+        mut client: ClientWs,
+        mut upstream: ClientWs,
+        connect_id: Value,
+        frame: Value,
+        identity: Arc<Identity>,
+        effective: ScopeSet,
+        _connect_timeout: Duration,
+    ) {
+        if upstream.send(Message::text(frame.to_string())).await.is_err() {
+            close(&mut client, CloseCode::Error, "gateway closed").await;
+            return;
+        }
+        let idle = self.snap.config.server.websocket_idle_timeout;
+        let mut hello_checked = false;
+        loop {
+            let step = tokio::select! {
+                m = client.next() => Dir::Up(m),
+                m = upstream.next() => Dir::Down(m),
+                _ = tokio::time::sleep(idle) => Dir::Idle,
+                _ = self.stop.cancelled() => Dir::Stop,
+            };
+            match step {
+                Dir::Up(Some(Ok(msg))) => {
+                    let is_close = matches!(msg, Message::Close(_));
+                    if upstream.send(msg).await.is_err() || is_close {
+                        break;
+                    }
+                }
+                Dir::Down(Some(Ok(msg))) => {
+                    if !hello_checked {
+                        if let Message::Text(t) = &msg {
+                            hello_checked = self.check_hello(t, &connect_id, &identity, effective);
+                        }
+                    }
+                    let is_close = matches!(msg, Message::Close(_));
+                    if client.send(msg).await.is_err() || is_close {
+                        break;
+                    }
+                }
+                Dir::Up(_) => {
+                    let _ = upstream.close(None).await;
+                    break;
+                }
+                Dir::Down(_) => {
+                    let _ = client.close(None).await;
+                    break;
+                }
+                Dir::Idle => {
+                    close(&mut client, CloseCode::Away, "idle").await;
+                    let _ = upstream.close(None).await;
+                    break;
+                }
+                Dir::Stop => {
+                    close(&mut client, CloseCode::Away, "scopegate is shutting down").await;
+                    let _ = upstream.close(None).await;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Compares the gateway's `hello-ok` grant with scopegate's effective set; true once seen.
+    fn check_hello(&self, text: &str, connect_id: &Value, identity: &Identity, effective: ScopeSet) -> bool {
+        let Ok(v) = serde_json::from_str::<Value>(text) else { return false };
+        if v.get("type").and_then(Value::as_str) != Some("res") || v.get("id") != Some(connect_id) {
+            return false;
+        }
+        if v.get("ok") != Some(&Value::Bool(true)) {
+            let error = v.get("error").cloned().unwrap_or(Value::Null);
+            tracing::warn!(
+                request_id = ?self.request_id,
+                subject = %identity.subject,
+                error = %error,
+                "the gateway refused the forwarded connect"
+            );
+            return true;
+        }
+        let granted: Vec<String> = v
+            .pointer("/payload/auth/scopes")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_default();
+        let (got, _) = self.snap.policy.catalogue.parse(granted.iter().map(String::as_str));
+        if got != effective {
+            let cat = &self.snap.policy.catalogue;
+            let user = self
+                .snap
+                .openclaw
+                .as_ref()
+                .map(|p| p.gateway_user(&identity.subject).to_string())
+                .unwrap_or_default();
+            tracing::warn!(
+                request_id = ?self.request_id,
+                subject = %identity.subject,
+                gateway_user = %user,
+                expected = %cat.join(effective, " "),
+                granted = %cat.join(got, " "),
+                "the gateway granted different scopes than scopegate decided; check that gateway.auth.identityScopes lists {user:?} with every scope (`scopegate openclaw-config` prints it)"
+            );
+        }
+        true
+    }
+
+    async fn refuse(&self, ws: &mut ClientWs, id: Option<&Value>, r: WsRefusal) {
+        let reasons: Vec<String> = r.refusal.reasons.iter().map(|x| x.message.clone()).collect();
+        let codes: Vec<&str> = r.refusal.reasons.iter().map(|x| x.code).collect();
+        let body = json!({
+            "type": "res",
+            "id": id.cloned().unwrap_or(Value::Null),
+            "ok": false,
+            "error": {
+                "code": r.code,
+                "message": r.refusal.message,
+                "details": {
+                    "source": "scopegate",
+                    "reasons": reasons,
+                    "reason_codes": codes,
+                    "request_id": self.request_id.to_str().unwrap_or("-"),
+                }
+            }
+        });
+        let _ = ws.send(Message::text(body.to_string())).await;
+        crate::metrics::denial(r.refusal.code);
+        self.audit(None, "deny", r.refusal.code, ScopeSet::EMPTY, r.refusal.status().as_u16());
+        let reason: String = r.refusal.message.chars().take(120).collect();
+        close(ws, r.close, &reason).await;
+    }
+
+    fn audit(&self, identity: Option<&Identity>, decision: &'static str, reasons: &str, effective: ScopeSet, status: u16) {
+        if !self.snap.config.log.audit {
+            return;
+        }
+        let cat = &self.snap.policy.catalogue;
+        crate::audit::record(
+            true,
+            &crate::audit::AuditRecord {
+                request_id: self.request_id.to_str().unwrap_or("-"),
+                subject: identity.map(|i| i.subject.as_str()),
+                source: identity.map(|i| i.method.amr()),
+                client_ip: self.forwarded.client_ip,
+                method: "GET",
+                path: &self.path,
+                route: "websocket connect (in-band)",
+                required: "",
+                effective: &cat.join(effective, " "),
+                decision,
+                reasons,
+                status,
+                duration: Duration::ZERO,
+                upstream: None,
+                websocket: true,
+            },
+        );
+    }
+}
+
+enum Dir {
+    Up(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+    Down(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+    Idle,
+    Stop,
+}
+
+/// The next text (or binary-as-UTF-8) message, skipping pings and pongs; `None` on close or error.
+async fn next_data(ws: &mut ClientWs) -> Option<String> {
+    while let Some(m) = ws.next().await {
+        match m.ok()? {
+            Message::Text(t) => return Some(t.to_string()),
+            Message::Binary(b) => return String::from_utf8(b.to_vec()).ok(),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            Message::Close(_) => return None,
+        }
+    }
+    None
+}
+
+/// Checks the first frame is a `connect` request; returns its id and the parsed frame, or the id (if
+/// any) and the reason it is not acceptable.
+pub fn parse_connect(text: &str) -> Result<(Value, Value), (Option<Value>, String)> {
+    if text.len() > MAX_CONNECT_FRAME {
+        return Err((None, format!("the connect frame is larger than {MAX_CONNECT_FRAME} bytes")));
+    }
+    let v: Value = serde_json::from_str(text).map_err(|_| (None, "the first frame is not JSON".to_string()))?;
+    let id = v.get("id").cloned();
+    if !v.is_object() {
+        return Err((None, "the first frame is not a JSON object".into()));
+    }
+    if v.get("type").and_then(Value::as_str) != Some("req") || v.get("method").and_then(Value::as_str) != Some("connect") {
+        return Err((id, "invalid handshake: first request must be connect".into()));
+    }
+    let Some(id) = id.filter(|i| i.is_string() || i.is_number()) else {
+        return Err((None, "the connect request has no id".into()));
+    };
+    if !v.get("params").is_some_and(Value::is_object) {
+        return Err((Some(id), "the connect request has no params object".into()));
+    }
+    Ok((id, v))
+}
+
+async fn close(ws: &mut ClientWs, code: CloseCode, reason: &str) {
+    let _ = ws
+        .close(Some(CloseFrame {
+            code,
+            reason: reason.to_string().into(),
+        }))
+        .await;
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A random (version 4) UUID string, for the challenge nonce.
+pub fn uuid_v4() -> String {
+    let mut b: [u8; 16] = crate::util::random_bytes();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// A reason note (kept for the module's public surface).
+pub fn reason(code: &'static str, msg: &str) -> Reason {
+    Reason::new(code, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_frame_checks() {
+        let ok = r#"{"type":"req","id":"c1","method":"connect","params":{"auth":{"token":"t"}}}"#;
+        let (id, v) = parse_connect(ok).unwrap();
+        assert_eq!(id, "c1");
+        assert_eq!(v["params"]["auth"]["token"], "t");
+        assert!(parse_connect("not json").is_err());
+        assert!(parse_connect("[1,2]").is_err());
+        let (id, msg) = parse_connect(r#"{"type":"req","id":"r1","method":"status","params":{}}"#).unwrap_err();
+        assert_eq!(id.unwrap(), "r1");
+        assert!(msg.contains("first request must be connect"));
+        assert!(parse_connect(r#"{"type":"req","method":"connect","params":{}}"#).is_err());
+        assert!(parse_connect(&format!(r#"{{"type":"req","id":"c","method":"connect","params":{{"x":"{}"}}}}"#, "a".repeat(70_000))).is_err());
+    }
+
+    #[test]
+    fn uuid_shape() {
+        let u = uuid_v4();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+    }
+}
