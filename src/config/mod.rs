@@ -48,7 +48,8 @@ pub struct ServerConfig {
     pub admin_listen: Option<std::net::SocketAddr>,
     /// Worker threads, each with its own event loop and upstream pool (thread-per-core).
     pub workers: usize,
-    /// Slowloris guard: a request's headers must arrive within this time.
+    /// Slowloris guard: a request's headers must arrive within this time. hyper starts this clock when
+    /// it waits for a request head, so it also bounds how long a keep-alive connection may sit idle.
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
@@ -58,8 +59,6 @@ pub struct ServerConfig {
     /// A streamed body with no bytes either way for this long is cut (never a total-duration timeout).
     pub idle_timeout: Duration,
     pub websocket_idle_timeout: Duration,
-    /// How long an HTTP/1.1 keep-alive connection may sit between requests.
-    pub keepalive_timeout: Duration,
     /// How long in-flight requests and streams may run on after SIGTERM.
     pub drain_timeout: Duration,
     pub h2_max_concurrent_streams: u32,

@@ -46,7 +46,6 @@ pub struct RawServer {
     pub max_connections: Option<Spanned<usize>>,
     pub idle_timeout: Option<Dur>,
     pub websocket_idle_timeout: Option<Dur>,
-    pub keepalive_timeout: Option<Dur>,
     pub drain_timeout: Option<Dur>,
     pub h2_max_concurrent_streams: Option<u32>,
     pub unix_socket_mode: Option<Spanned<String>>,

@@ -485,7 +485,7 @@ fn server_config(ck: &mut Checker, raw: RawServer) -> Option<ServerConfig> {
         header_read_timeout: raw
             .header_read_timeout
             .map(|d| d.0)
-            .unwrap_or(Duration::from_secs(10)),
+            .unwrap_or(Duration::from_secs(20)),
         max_header_bytes,
         max_headers,
         max_body_bytes: Some(
@@ -500,10 +500,6 @@ fn server_config(ck: &mut Checker, raw: RawServer) -> Option<ServerConfig> {
             .websocket_idle_timeout
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(3600)),
-        keepalive_timeout: raw
-            .keepalive_timeout
-            .map(|d| d.0)
-            .unwrap_or(Duration::from_secs(75)),
         drain_timeout: raw
             .drain_timeout
             .map(|d| d.0)

@@ -289,8 +289,8 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
     crate::metrics::get().ready.set(1);
     tracing::info!(
         listen = %cfg.server.listen,
-        addr = ?addr,
-        admin = ?admin_addr,
+        addr = %addr.map(|a| a.to_string()).unwrap_or_else(|| cfg.server.listen.to_string()),
+        admin = %admin_addr.map(|a| a.to_string()).unwrap_or_default(),
         workers = cfg.server.workers,
         upstream = %cfg.upstream.url,
         profile = cfg.upstream.profile.name(),
