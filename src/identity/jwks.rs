@@ -161,6 +161,10 @@ impl JwksCache {
                 .is_some_and(|t| t.elapsed() < this.min_refetch)
         };
         if recent(self) {
+            if !self.has_keys() {
+                // A fetch (the initial one, typically) may still be in flight: share its result.
+                drop(self.fetch_lock.lock().await);
+            }
             crate::metrics::jwks_fetch("rate_limited");
             return;
         }

@@ -408,6 +408,8 @@ struct CachedToken {
     identity: Arc<Identity>,
     exp: u64,
     nbf: Option<u64>,
+    /// The JWKS generation it was verified under: a key-set change (rotation, revocation) retires it.
+    jwks_generation: u64,
 }
 
 /// Verifies bearer JWTs against static keys and a JWKS, with a cache of verified tokens.
@@ -470,7 +472,8 @@ impl JwtVerifier {
 
     pub async fn verify_at(&self, token: &str, policy: &Policy, now: u64) -> Result<Arc<Identity>, JwtError> {
         if let Some(cache) = &self.cache {
-            if let Some(hit) = cache.get(token) {
+            let current_gen = self.jwks.as_ref().map(|j| j.generation()).unwrap_or(0);
+            if let Some(hit) = cache.get(token).filter(|h| h.jwks_generation == current_gen) {
                 crate::metrics::token_cache(true);
                 let leeway = self.rules.leeway;
                 if now > hit.exp.saturating_add(leeway) {
@@ -493,6 +496,7 @@ impl JwtVerifier {
             crate::metrics::token_cache(false);
         }
         let compact = parse_compact(token, self.max_token_bytes)?;
+        let jwks_generation = self.jwks.as_ref().map(|j| j.generation()).unwrap_or(0);
         let key = self.verify_signature(&compact).await?;
         let payload = URL_SAFE_NO_PAD
             .decode(compact.payload_b64)
@@ -527,6 +531,7 @@ impl JwtVerifier {
                     identity: identity.clone(),
                     exp: verified.exp,
                     nbf: verified.nbf,
+                    jwks_generation,
                 }),
             );
         }

@@ -154,7 +154,10 @@ impl TailscaleSource {
             (Some(_), Some(v)) => capability_scopes(v),
             _ => Vec::new(),
         };
-        if login.is_none() && scopes.is_empty() {
+        // A tagged node confirmed by WhoIs is an identity (its name, its tags as groups) that
+        // `[[grants]]` may match; without WhoIs, only a capability grant makes it one.
+        let confirmed_node = whois.as_ref().is_some_and(|w| !w.tags.is_empty());
+        if login.is_none() && scopes.is_empty() && !confirmed_node {
             let cap = self.app_capability.as_deref().unwrap_or("<app_capability not configured>");
             return Ok(TailscaleOutcome::Anonymous(Reason::new(
                 "tailscale_tagged_no_grant",

@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod idp;
 pub mod keys;
 pub mod proxy;
 pub mod upstream;
