@@ -182,28 +182,53 @@ impl Sources {
         policy: &Policy,
         facts: &RequestFacts<'_>,
     ) -> Result<Identified, Refusal> {
-        let bearer = bearer_token(facts.headers)?;
-        let network = self.network_identity(policy, facts).await?;
-        match bearer {
+        match bearer_token(facts.headers)? {
             Bearer::Token(token) => {
                 let identity = self.verify_bearer(policy, token).await?;
-                let seen = network
-                    .identity
-                    .map(|n| {
-                        vec![Seen {
-                            method: n.method,
-                            subject: n.subject.clone(),
-                        }]
-                    })
-                    .unwrap_or_default();
+                // The bearer credential decides. What the network claims is only recorded: it is not
+                // verified (no WhoIs round trip) and cannot fail or widen the request.
                 Ok(Identified {
                     identity: Some(identity),
-                    seen,
+                    seen: self.network_claims(facts),
                     anonymous_reason: None,
                 })
             }
-            Bearer::None => Ok(network),
+            Bearer::None => self.network_identity(policy, facts).await,
         }
+    }
+
+    /// The identities trusted peers' headers name, unverified, for the record.
+    fn network_claims(&self, facts: &RequestFacts<'_>) -> Vec<Seen> {
+        let mut seen = Vec::new();
+        let value = |name: &str| {
+            facts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| rfc2047::decode(v).trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        if let Some(ts) = &self.tailscale {
+            if ts.trusts(facts.peer) {
+                if let Some(login) = value("tailscale-user-login") {
+                    seen.push(Seen {
+                        method: AuthMethod::Tailscale,
+                        subject: login,
+                    });
+                }
+            }
+        }
+        if let Some(tp) = &self.trusted_proxy {
+            if tp.trusts(facts.peer) {
+                if let Some(user) = value(tp.user_header().as_str()) {
+                    seen.push(Seen {
+                        method: AuthMethod::TrustedProxy,
+                        subject: user,
+                    });
+                }
+            }
+        }
+        seen
     }
 
     /// A bearer credential: an API token if one matches, otherwise a JWT.

@@ -31,6 +31,10 @@ impl TrustedProxySource {
         }
     }
 
+    pub fn user_header(&self) -> &HeaderName {
+        &self.user_header
+    }
+
     pub fn peers(&self) -> &[PeerMatch] {
         &self.peers
     }

@@ -52,6 +52,8 @@ pub struct Exchange {
     pub identified: Identified,
     pub decision: Option<Decision>,
     pub upstream_time: Option<Duration>,
+    /// Set when the credential is still to come inside the WebSocket `connect` frame.
+    pub in_band: bool,
 }
 
 /// A worker's view of the proxy: the shared state plus its own upstream client.
@@ -97,6 +99,7 @@ impl Proxy {
             identified: Identified::default(),
             decision: None,
             upstream_time: None,
+            in_band: false,
         };
         let result = self.process(&snap, conn, &mut ex, req).await;
         let (resp, refusal) = match result {
@@ -172,7 +175,10 @@ impl Proxy {
                 && decision.deny == Some(crate::policy::DenyKind::Unauthenticated)
                 && snap.openclaw.as_ref().is_some_and(|p| p.in_band_auth)
             {
-                // OpenClaw's own clients send their credential inside the first WebSocket frame.
+                // OpenClaw's own clients send their credential inside the first WebSocket frame; the
+                // decision is made (and audited) again once it arrives.
+                ex.in_band = true;
+                ex.decision = None;
                 let client = self.client(snap)?;
                 return crate::upstream::openclaw::inband::accept(
                     self.shared.clone(),
@@ -460,6 +466,7 @@ pub fn finish(snap: &Snapshot, ex: &Exchange, resp: &Response<ResponseBody>, ref
             _ => "error",
         },
         (None, Some(d)) => d.outcome(),
+        (None, None) if ex.in_band => "in_band_pending",
         (None, None) => "scopegate",
     };
     m.requests
@@ -494,6 +501,7 @@ pub fn finish(snap: &Snapshot, ex: &Exchange, resp: &Response<ResponseBody>, ref
     };
     let reasons = match refusal {
         Some(r) => r.reason_codes().join(","),
+        None if ex.in_band => "credential_in_connect_frame".to_string(),
         None => ex.decision.map(|d| d.code()).unwrap_or("scopegate").to_string(),
     };
     let rid = ex.request_id.to_str().unwrap_or("-");

@@ -281,6 +281,7 @@ impl Session {
             },
             decision: None,
             upstream_time: None,
+            in_band: true,
         };
         let route = self.snap.policy.routes.find(&Method::GET, &self.path, true);
         let decision = decide(&self.snap.policy, Some(identity), route, None);
