@@ -14,7 +14,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
+};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 use serde_json::Value;
@@ -34,7 +36,10 @@ pub fn parse_key_material(alg: AssertionAlgorithm, bytes: &[u8]) -> Result<Vec<u
                 s.pop();
             }
             if s.len() < 32 {
-                return Err(format!("HS256 assertion secret is {} bytes; at least 32 are required", s.len()));
+                return Err(format!(
+                    "HS256 assertion secret is {} bytes; at least 32 are required",
+                    s.len()
+                ));
             }
             Ok(s)
         }
@@ -51,7 +56,9 @@ fn pkcs8_der(bytes: &[u8]) -> Result<Vec<u8>, String> {
     if bytes.starts_with(b"-----") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
         rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(bytes)
             .map(|k| k.secret_pkcs8_der().to_vec())
-            .map_err(|_| "expected a PKCS#8 \"PRIVATE KEY\" PEM (`scopegate keygen` writes one)".to_string())
+            .map_err(|_| {
+                "expected a PKCS#8 \"PRIVATE KEY\" PEM (`scopegate keygen` writes one)".to_string()
+            })
     } else {
         Ok(bytes.to_vec())
     }
@@ -59,21 +66,26 @@ fn pkcs8_der(bytes: &[u8]) -> Result<Vec<u8>, String> {
 
 /// A private key held ready for signing.
 enum SigningKey {
-    Ed(Ed25519KeyPair),
-    Es(EcdsaKeyPair),
-    Hs(aws_lc_rs::hmac::Key),
+    Ed(Box<Ed25519KeyPair>),
+    Es(Box<EcdsaKeyPair>),
+    Hs(Box<aws_lc_rs::hmac::Key>),
 }
 
 impl SigningKey {
     fn from_pkcs8(alg: AssertionAlgorithm, der: &[u8]) -> Result<SigningKey, String> {
         match alg {
             AssertionAlgorithm::EdDSA => Ed25519KeyPair::from_pkcs8(der)
-                .map(SigningKey::Ed)
+                .map(|k| SigningKey::Ed(Box::new(k)))
                 .map_err(|e| format!("not an Ed25519 PKCS#8 key: {e}")),
-            AssertionAlgorithm::ES256 => EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
-                .map(SigningKey::Es)
-                .map_err(|e| format!("not a P-256 PKCS#8 key: {e}")),
-            AssertionAlgorithm::HS256 => Ok(SigningKey::Hs(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, der))),
+            AssertionAlgorithm::ES256 => {
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                    .map(|k| SigningKey::Es(Box::new(k)))
+                    .map_err(|e| format!("not a P-256 PKCS#8 key: {e}"))
+            }
+            AssertionAlgorithm::HS256 => Ok(SigningKey::Hs(Box::new(aws_lc_rs::hmac::Key::new(
+                aws_lc_rs::hmac::HMAC_SHA256,
+                der,
+            )))),
         }
     }
 
@@ -182,7 +194,10 @@ impl AssertionSigner {
             None => (generate_pkcs8(cfg.algorithm)?, true),
         };
         let key = SigningKey::from_pkcs8(cfg.algorithm, &material)?;
-        let kid = cfg.kid.clone().unwrap_or_else(|| derive_kid(&key, &material));
+        let kid = cfg
+            .kid
+            .clone()
+            .unwrap_or_else(|| derive_kid(&key, &material));
         let mut published = Vec::new();
         if let Some(mut jwk) = key.public_jwk() {
             jwk.insert("kid".into(), kid.clone().into());
@@ -199,8 +214,10 @@ impl AssertionSigner {
                 published.push(Value::Object(jwk));
             }
         }
-        let jwks = serde_json::to_vec(&serde_json::json!({ "keys": published })).map_err(|e| e.to_string())?;
-        let header_json = serde_json::json!({"alg": cfg.algorithm.name(), "typ": ASSERTION_TYP, "kid": kid});
+        let jwks = serde_json::to_vec(&serde_json::json!({ "keys": published }))
+            .map_err(|e| e.to_string())?;
+        let header_json =
+            serde_json::json!({"alg": cfg.algorithm.name(), "typ": ASSERTION_TYP, "kid": kid});
         let mut header_b64 = b64url(&serde_json::to_vec(&header_json).map_err(|e| e.to_string())?);
         header_b64.push('.');
         Ok(AssertionSigner {
@@ -329,12 +346,21 @@ impl AssertionSigner {
 
         let mut token = String::with_capacity(self.header_b64.len() + claims.len() * 4 / 3 + 100);
         token.push_str(&self.header_b64);
-        base64::Engine::encode_string(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &claims, &mut token);
+        base64::Engine::encode_string(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            &claims,
+            &mut token,
+        );
         let sig = self.key.sign(token.as_bytes());
         token.push('.');
-        base64::Engine::encode_string(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &sig, &mut token);
+        base64::Engine::encode_string(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            &sig,
+            &mut token,
+        );
         // base64url and '.' are always valid header bytes.
-        HeaderValue::from_maybe_shared(Bytes::from(token)).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        HeaderValue::from_maybe_shared(Bytes::from(token))
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
     }
 }
 
@@ -350,9 +376,11 @@ pub fn generate_pkcs8(alg: AssertionAlgorithm) -> Result<Vec<u8>, String> {
         AssertionAlgorithm::EdDSA => Ed25519KeyPair::generate_pkcs8v1(&rng)
             .map(|d| d.as_ref().to_vec())
             .map_err(|_| "key generation failed".into()),
-        AssertionAlgorithm::ES256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .map(|d| d.as_ref().to_vec())
-            .map_err(|_| "key generation failed".into()),
+        AssertionAlgorithm::ES256 => {
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                .map(|d| d.as_ref().to_vec())
+                .map_err(|_| "key generation failed".into())
+        }
         AssertionAlgorithm::HS256 => Ok(random_bytes::<32>().to_vec()),
     }
 }
@@ -385,7 +413,11 @@ pub struct VerifyOptions<'a> {
 
 /// Verifies an assertion against a JWKS document (or an HMAC secret): signature with the key's pinned
 /// algorithm, `typ`, `iss`, `aud`, `exp`, `iat`, and the method/path binding. Returns the claims.
-pub fn verify_assertion(token: &str, jwks: &Value, opts: &VerifyOptions<'_>) -> Result<Value, String> {
+pub fn verify_assertion(
+    token: &str,
+    jwks: &Value,
+    opts: &VerifyOptions<'_>,
+) -> Result<Value, String> {
     use jsonwebtoken::{Algorithm, DecodingKey};
     if token.len() > 16 * 1024 {
         return Err("assertion is too large".into());
@@ -403,24 +435,35 @@ pub fn verify_assertion(token: &str, jwks: &Value, opts: &VerifyOptions<'_>) -> 
     let alg_name = header.get("alg").and_then(Value::as_str).ok_or("no alg")?;
     let kid = header.get("kid").and_then(Value::as_str);
     let (alg, key) = if alg_name == "HS256" {
-        let secret = opts.hmac_secret.ok_or("HS256 assertion but no shared secret given")?;
+        let secret = opts
+            .hmac_secret
+            .ok_or("HS256 assertion but no shared secret given")?;
         (Algorithm::HS256, DecodingKey::from_secret(secret))
     } else {
-        let keys = jwks.get("keys").and_then(Value::as_array).ok_or("JWKS has no keys")?;
+        let keys = jwks
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or("JWKS has no keys")?;
         let jwk_value = keys
             .iter()
             .find(|k| k.get("kid").and_then(Value::as_str) == kid && kid.is_some())
             .ok_or("no published key has the assertion's kid")?;
-        let key_alg = jwk_value.get("alg").and_then(Value::as_str).ok_or("published key has no alg")?;
+        let key_alg = jwk_value
+            .get("alg")
+            .and_then(Value::as_str)
+            .ok_or("published key has no alg")?;
         if key_alg != alg_name {
-            return Err(format!("alg {alg_name} does not match the key's pinned {key_alg}"));
+            return Err(format!(
+                "alg {alg_name} does not match the key's pinned {key_alg}"
+            ));
         }
         let alg = match key_alg {
             "EdDSA" => Algorithm::EdDSA,
             "ES256" => Algorithm::ES256,
             other => return Err(format!("unsupported assertion algorithm {other}")),
         };
-        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk_value.clone()).map_err(|e| e.to_string())?;
+        let jwk: jsonwebtoken::jwk::Jwk =
+            serde_json::from_value(jwk_value.clone()).map_err(|e| e.to_string())?;
         (alg, DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?)
     };
     let signing_input = &token[..parts[0].len() + 1 + parts[1].len()];
@@ -461,8 +504,14 @@ pub fn verify_assertion(token: &str, jwks: &Value, opts: &VerifyOptions<'_>) -> 
         }
     }
     if let Some(m) = opts.method {
-        if !claims.get("htm").and_then(Value::as_str).is_some_and(|h| h.eq_ignore_ascii_case(m)) {
-            return Err(format!("assertion is bound to another method (htm), not {m}"));
+        if !claims
+            .get("htm")
+            .and_then(Value::as_str)
+            .is_some_and(|h| h.eq_ignore_ascii_case(m))
+        {
+            return Err(format!(
+                "assertion is bound to another method (htm), not {m}"
+            ));
         }
     }
     if let Some(p) = opts.path {
@@ -507,7 +556,11 @@ mod tests {
 
     #[test]
     fn round_trip_for_each_algorithm_with_binding() {
-        for alg in [AssertionAlgorithm::EdDSA, AssertionAlgorithm::ES256, AssertionAlgorithm::HS256] {
+        for alg in [
+            AssertionAlgorithm::EdDSA,
+            AssertionAlgorithm::ES256,
+            AssertionAlgorithm::HS256,
+        ] {
             let secret = b"0123456789abcdef0123456789abcdef".to_vec();
             let key = (alg == AssertionAlgorithm::HS256).then(|| secret.clone());
             let signer = AssertionSigner::new(&cfg(alg, key, 0)).unwrap();
@@ -529,22 +582,51 @@ mod tests {
             assert_eq!(claims["client_ip"], "203.0.113.7");
             assert_eq!(claims["htm"], "POST");
             assert_eq!(claims["htp"], "/v1/responses");
-            assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 60);
+            assert_eq!(
+                claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+                60
+            );
 
-            let other_path = VerifyOptions { path: Some("/v1/models"), ..opts.clone() };
-            assert!(verify_assertion(token, &jwks, &other_path).unwrap_err().contains("htp"));
-            let other_method = VerifyOptions { method: Some("GET"), ..opts.clone() };
-            assert!(verify_assertion(token, &jwks, &other_method).unwrap_err().contains("htm"));
-            let other_aud = VerifyOptions { audience: Some("someone-else"), ..opts.clone() };
+            let other_path = VerifyOptions {
+                path: Some("/v1/models"),
+                ..opts.clone()
+            };
+            assert!(verify_assertion(token, &jwks, &other_path)
+                .unwrap_err()
+                .contains("htp"));
+            let other_method = VerifyOptions {
+                method: Some("GET"),
+                ..opts.clone()
+            };
+            assert!(verify_assertion(token, &jwks, &other_method)
+                .unwrap_err()
+                .contains("htm"));
+            let other_aud = VerifyOptions {
+                audience: Some("someone-else"),
+                ..opts.clone()
+            };
             assert!(verify_assertion(token, &jwks, &other_aud).is_err());
-            let later = VerifyOptions { now: Some(crate::identity::jwt::unix_now() + 3600), ..opts.clone() };
-            assert!(verify_assertion(token, &jwks, &later).unwrap_err().contains("expired"));
+            let later = VerifyOptions {
+                now: Some(crate::identity::jwt::unix_now() + 3600),
+                ..opts.clone()
+            };
+            assert!(verify_assertion(token, &jwks, &later)
+                .unwrap_err()
+                .contains("expired"));
             // Tamper with the scope claim, keep the signature.
             let parts: Vec<&str> = token.split('.').collect();
-            let mut claims_raw: Value = serde_json::from_slice(&b64url_decode(parts[1]).unwrap()).unwrap();
+            let mut claims_raw: Value =
+                serde_json::from_slice(&b64url_decode(parts[1]).unwrap()).unwrap();
             claims_raw["scope"] = "operator.admin".into();
-            let forged = format!("{}.{}.{}", parts[0], b64url(&serde_json::to_vec(&claims_raw).unwrap()), parts[2]);
-            assert!(verify_assertion(&forged, &jwks, &opts).unwrap_err().contains("signature"));
+            let forged = format!(
+                "{}.{}.{}",
+                parts[0],
+                b64url(&serde_json::to_vec(&claims_raw).unwrap()),
+                parts[2]
+            );
+            assert!(verify_assertion(&forged, &jwks, &opts)
+                .unwrap_err()
+                .contains("signature"));
         }
     }
 
@@ -571,14 +653,19 @@ mod tests {
         assert_eq!(keys.len(), 2);
         assert_eq!(keys[0]["kid"], signer.kid());
         assert_ne!(keys[0]["kid"], keys[1]["kid"]);
-        assert!(keys.iter().all(|k| k["kty"] == "OKP" && k["alg"] == "EdDSA" && k.get("d").is_none()));
+        assert!(keys
+            .iter()
+            .all(|k| k["kty"] == "OKP" && k["alg"] == "EdDSA" && k.get("d").is_none()));
     }
 
     #[test]
     fn key_material_parsing() {
         let der = generate_pkcs8(AssertionAlgorithm::EdDSA).unwrap();
         let pem = pem_encode("PRIVATE KEY", &der);
-        assert_eq!(parse_key_material(AssertionAlgorithm::EdDSA, pem.as_bytes()).unwrap(), der);
+        assert_eq!(
+            parse_key_material(AssertionAlgorithm::EdDSA, pem.as_bytes()).unwrap(),
+            der
+        );
         assert!(parse_key_material(AssertionAlgorithm::ES256, pem.as_bytes()).is_err());
         assert!(parse_key_material(AssertionAlgorithm::HS256, b"short\n").is_err());
     }

@@ -16,7 +16,11 @@ use crate::identity::{Peer, RequestFacts};
 use crate::runtime::Snapshot;
 
 #[derive(Parser, Debug)]
-#[command(name = "scopegate", version, about = "An identity-aware reverse proxy that gives operators exactly the scopes their credential grants — and says why.")]
+#[command(
+    name = "scopegate",
+    version,
+    about = "An identity-aware reverse proxy that gives operators exactly the scopes their credential grants — and says why."
+)]
 pub struct Cli {
     /// Log format: human text on a terminal and JSON otherwise (auto), or force one.
     #[arg(long, global = true, value_enum)]
@@ -168,7 +172,10 @@ pub struct VerifyArgs {
 }
 
 /// Sets up logging once. Text on a terminal, JSON otherwise, unless told.
-pub fn init_logging(format: LogFormat, level: &str) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+pub fn init_logging(
+    format: LogFormat,
+    level: &str,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let json = match format {
@@ -181,9 +188,15 @@ pub fn init_logging(format: LogFormat, level: &str) -> Option<tracing_appender::
         .lossy(false)
         .buffered_lines_limit(64 * 1024)
         .finish(std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     let result = if json {
-        builder.json().flatten_event(true).with_current_span(false).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
     } else {
         builder.with_target(true).try_init()
     };
@@ -224,7 +237,10 @@ fn run(cli: &Cli, path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let level = cli.log_level.clone().unwrap_or_else(|| cfg.log.level.clone());
+    let level = cli
+        .log_level
+        .clone()
+        .unwrap_or_else(|| cfg.log.level.clone());
     let _guard = init_logging(log_format(cli, Some(&cfg)), &level);
     let handle = match crate::server::start(cfg) {
         Ok(h) => h,
@@ -234,7 +250,10 @@ fn run(cli: &Cli, path: &Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("scopegate: {e}");
@@ -267,7 +286,10 @@ fn run(cli: &Cli, path: &Path) -> ExitCode {
 }
 
 fn demo(cli: &Cli, listen: SocketAddr) -> ExitCode {
-    let level = cli.log_level.clone().unwrap_or_else(|| "warn,scopegate::audit=info".into());
+    let level = cli
+        .log_level
+        .clone()
+        .unwrap_or_else(|| "warn,scopegate::audit=info".into());
     let _guard = init_logging(log_format(cli, None), &level);
     let demo = match crate::demo::start(listen) {
         Ok(d) => d,
@@ -279,13 +301,19 @@ fn demo(cli: &Cli, listen: SocketAddr) -> ExitCode {
     println!("{}", demo.instructions());
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(_) => return ExitCode::from(1),
     };
     rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
-        if let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
@@ -320,7 +348,12 @@ pub fn policy_table(snap: &Snapshot) -> String {
     let cat = &snap.policy.catalogue;
     let mut out = String::new();
     let _ = writeln!(out, "listen     {}", cfg.server.listen);
-    let _ = writeln!(out, "upstream   {} (profile {})", cfg.upstream.url, cfg.upstream.profile.name());
+    let _ = writeln!(
+        out,
+        "upstream   {} (profile {})",
+        cfg.upstream.url,
+        cfg.upstream.profile.name()
+    );
     let _ = writeln!(
         out,
         "assertion  {} {} kid={} aud={}{}",
@@ -328,7 +361,11 @@ pub fn policy_table(snap: &Snapshot) -> String {
         snap.assertion.algorithm().name(),
         snap.assertion.kid(),
         snap.assertion.audience(),
-        if snap.assertion.is_ephemeral() { " (ephemeral key: set [assertion] key_file)" } else { "" }
+        if snap.assertion.is_ephemeral() {
+            " (ephemeral key: set [assertion] key_file)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(out, "\nidentity sources");
     if let Some(j) = &cfg.jwt {
@@ -337,22 +374,45 @@ pub fn policy_table(snap: &Snapshot) -> String {
             "  jwt             issuer={} audience={} keys={} jwks={} leeway={}s",
             j.issuer,
             j.audience.join(","),
-            j.keys.iter().map(|k| format!("{}{}", k.algorithm, k.kid.as_deref().map(|x| format!("({x})")).unwrap_or_default())).collect::<Vec<_>>().join(","),
+            j.keys
+                .iter()
+                .map(|k| format!(
+                    "{}{}",
+                    k.algorithm,
+                    k.kid
+                        .as_deref()
+                        .map(|x| format!("({x})"))
+                        .unwrap_or_default()
+                ))
+                .collect::<Vec<_>>()
+                .join(","),
             j.jwks_url.as_deref().unwrap_or("-"),
             j.leeway.as_secs()
         );
     }
     if !cfg.api_tokens.is_empty() {
         for t in &cfg.api_tokens {
-            let _ = writeln!(out, "  api_token       {} → {}", t.subject, t.scopes.join(" "));
+            let _ = writeln!(
+                out,
+                "  api_token       {} → {}",
+                t.subject,
+                t.scopes.join(" ")
+            );
         }
     }
     if let Some(t) = &cfg.tailscale {
         let _ = writeln!(
             out,
             "  tailscale       peers={} whois={} capability={}",
-            t.trusted_peers.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","),
-            t.whois_socket.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "-".into()),
+            t.trusted_peers
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            t.whois_socket
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "-".into()),
             t.app_capability.as_deref().unwrap_or("-")
         );
     }
@@ -360,7 +420,11 @@ pub fn policy_table(snap: &Snapshot) -> String {
         let _ = writeln!(
             out,
             "  trusted_proxy   peers={} user={} groups={}",
-            t.peers.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","),
+            t.peers
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
             t.user_header,
             t.groups_header.as_ref().map(|h| h.as_str()).unwrap_or("-")
         );
@@ -368,14 +432,20 @@ pub fn policy_table(snap: &Snapshot) -> String {
     let _ = writeln!(
         out,
         "\nroutes (first match wins{})",
-        if cfg.routes_from_profile { "; the openclaw profile's default table" } else { "" }
+        if cfg.routes_from_profile {
+            "; the openclaw profile's default table"
+        } else {
+            ""
+        }
     );
-    let _ = writeln!(out, "  {:<4} {:<44} {}", "#", "route", "requires");
+    let _ = writeln!(out, "  {:<4} {:<44} requires", "#", "route");
     for (i, r) in snap.policy.routes.routes.iter().enumerate() {
         let req = match r.access {
             crate::policy::Access::Public => "public".to_string(),
             crate::policy::Access::Deny => "deny".to_string(),
-            crate::policy::Access::Require(s) if s.is_empty() => "any authenticated identity".to_string(),
+            crate::policy::Access::Require(s) if s.is_empty() => {
+                "any authenticated identity".to_string()
+            }
             crate::policy::Access::Require(s) => cat.join(s, " + "),
         };
         let _ = writeln!(out, "  {:<4} {:<44} {}", i + 1, r.label, req);
@@ -394,12 +464,23 @@ pub fn policy_table(snap: &Snapshot) -> String {
                 .map(|s| format!("subject {s}"))
                 .chain(g.groups.iter().map(|s| format!("group {s}")))
                 .collect();
-            let _ = writeln!(out, "  #{:<3} {:<40} → {}", i + 1, who.join(", "), cat.join(g.scopes, " "));
+            let _ = writeln!(
+                out,
+                "  #{:<3} {:<40} → {}",
+                i + 1,
+                who.join(", "),
+                cat.join(g.scopes, " ")
+            );
         }
     }
     let _ = writeln!(out, "\nscope closure (holding the scope satisfies)");
     for id in 0..cat.len() {
-        let _ = writeln!(out, "  {:<26} {}", cat.name(id), cat.join(cat.closure_of(id), " "));
+        let _ = writeln!(
+            out,
+            "  {:<26} {}",
+            cat.name(id),
+            cat.join(cat.closure_of(id), " ")
+        );
     }
     if let Some(oc) = &snap.openclaw {
         let _ = writeln!(
@@ -432,7 +513,10 @@ fn explain(a: &ExplainArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(_) => return ExitCode::from(2),
     };
@@ -453,7 +537,12 @@ fn explain(a: &ExplainArgs) -> ExitCode {
             client_ip: forwarded.client_ip,
         };
         let identified = snap.sources.identify(&snap.policy, &facts).await?;
-        crate::server::explain::explain_value(&snap, &identified, forwarded.client_ip, Some((&method, &a.path, a.websocket)))
+        crate::server::explain::explain_value(
+            &snap,
+            &identified,
+            forwarded.client_ip,
+            Some((&method, &a.path, a.websocket)),
+        )
     });
     let value = match result {
         Ok(v) => v,
@@ -463,7 +552,11 @@ fn explain(a: &ExplainArgs) -> ExitCode {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
-                println!("decision   DENY ({} {})", refusal.status().as_u16(), refusal.kind.type_name());
+                println!(
+                    "decision   DENY ({} {})",
+                    refusal.status().as_u16(),
+                    refusal.kind.type_name()
+                );
                 println!("message    {}", refusal.message);
                 for r in &refusal.reasons {
                     println!("  - [{}] {}", r.code, r.message);
@@ -472,9 +565,15 @@ fn explain(a: &ExplainArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let allowed = value.pointer("/decision/allowed").and_then(Value::as_bool).unwrap_or(false);
+    let allowed = value
+        .pointer("/decision/allowed")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
     } else {
         print_explanation(&value);
     }
@@ -490,16 +589,17 @@ fn explain_request(snap: &Snapshot, a: &ExplainArgs) -> (HeaderMap, Peer) {
     let mut h = HeaderMap::new();
     let mut peer = Peer::Tcp(IpAddr::from([198, 51, 100, 10]));
     let first_trusted = |peers: &[crate::config::PeerMatch]| -> Peer {
-        for p in peers {
-            match p {
-                crate::config::PeerMatch::Net(n) => return Peer::Tcp(n.network()),
-                crate::config::PeerMatch::Unix => return Peer::Unix,
-            }
+        match peers.first() {
+            Some(crate::config::PeerMatch::Net(n)) => Peer::Tcp(n.network()),
+            Some(crate::config::PeerMatch::Unix) => Peer::Unix,
+            None => Peer::Tcp(IpAddr::from([198, 51, 100, 10])),
         }
-        Peer::Tcp(IpAddr::from([198, 51, 100, 10]))
     };
     let set = |h: &mut HeaderMap, name: &str, value: &str| {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
             h.append(n, v);
         }
     };
@@ -533,16 +633,31 @@ fn explain_request(snap: &Snapshot, a: &ExplainArgs) -> (HeaderMap, Peer) {
 fn print_explanation(v: &Value) {
     let list = |v: &Value| -> String {
         v.as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "))
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "(none)".into())
     };
     let d = &v["decision"];
     let allowed = d["allowed"].as_bool().unwrap_or(false);
     if v["authenticated"].as_bool().unwrap_or(false) {
-        println!("identity   {} via {}", v["subject"].as_str().unwrap_or("?"), v["method"].as_str().unwrap_or("?"));
+        println!(
+            "identity   {} via {}",
+            v["subject"].as_str().unwrap_or("?"),
+            v["method"].as_str().unwrap_or("?")
+        );
         if let Some(g) = v["groups"].as_array().filter(|g| !g.is_empty()) {
-            println!("groups     {}", g.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "));
+            println!(
+                "groups     {}",
+                g.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
         }
         if let Some(u) = v["gateway_user"].as_str() {
             println!("gateway    user {u}");
@@ -550,7 +665,11 @@ fn print_explanation(v: &Value) {
     } else {
         println!("identity   none");
     }
-    println!("request    {} {}", d["method"].as_str().unwrap_or(""), d["path"].as_str().unwrap_or(""));
+    println!(
+        "request    {} {}",
+        d["method"].as_str().unwrap_or(""),
+        d["path"].as_str().unwrap_or("")
+    );
     println!("route      {}", d["route"].as_str().unwrap_or(""));
     println!("required   {}", list(&d["required"]));
     println!("granted    {}", list(&v["granted"]));
@@ -567,7 +686,11 @@ fn print_explanation(v: &Value) {
     println!("reasons");
     if let (Some(msgs), Some(codes)) = (d["reasons"].as_array(), d["reason_codes"].as_array()) {
         for (m, c) in msgs.iter().zip(codes) {
-            println!("  - [{}] {}", c.as_str().unwrap_or(""), m.as_str().unwrap_or(""));
+            println!(
+                "  - [{}] {}",
+                c.as_str().unwrap_or(""),
+                m.as_str().unwrap_or("")
+            );
         }
     }
 }
@@ -610,7 +733,9 @@ fn keygen(out: Option<&Path>, alg: KeyAlg) -> ExitCode {
                 ttl: Duration::from_secs(60),
                 reuse: Duration::ZERO,
             };
-            let kid = crate::assertion::AssertionSigner::new(&cfg).map(|s| s.kid().to_string()).unwrap_or_default();
+            let kid = crate::assertion::AssertionSigner::new(&cfg)
+                .map(|s| s.kid().to_string())
+                .unwrap_or_default();
             eprintln!(
                 "wrote {} ({} PKCS#8, mode 0600, kid {kid})\nuse it with:\n  [assertion]\n  algorithm = \"{}\"\n  key_file = \"{}\"",
                 path.display(),
@@ -631,7 +756,9 @@ fn token(a: &TokenArgs) -> ExitCode {
     };
     let material = match (&a.key, &a.secret_env) {
         (Some(p), _) => std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display())),
-        (None, Some(var)) => std::env::var(var).map(String::into_bytes).map_err(|_| format!("{var} is not set")),
+        (None, Some(var)) => std::env::var(var)
+            .map(String::into_bytes)
+            .map_err(|_| format!("{var} is not set")),
         (None, None) => Err("give --key FILE or --secret-env VAR".into()),
     };
     let ttl = match humantime::parse_duration(&a.ttl) {
@@ -646,22 +773,24 @@ fn token(a: &TokenArgs) -> ExitCode {
         .iter()
         .flat_map(|s| s.split_whitespace().map(str::to_string))
         .collect();
-    let result = material.and_then(|m| crate::tokens::encoding_key(alg, &m)).and_then(|key| {
-        crate::tokens::mint(
-            alg,
-            &key,
-            &crate::tokens::TokenSpec {
-                issuer: a.issuer.clone(),
-                audience: a.audience.clone(),
-                subject: a.sub.clone(),
-                scopes,
-                groups: a.groups.clone(),
-                ttl,
-                kid: a.kid.clone(),
-                extra: Default::default(),
-            },
-        )
-    });
+    let result = material
+        .and_then(|m| crate::tokens::encoding_key(alg, &m))
+        .and_then(|key| {
+            crate::tokens::mint(
+                alg,
+                &key,
+                &crate::tokens::TokenSpec {
+                    issuer: a.issuer.clone(),
+                    audience: a.audience.clone(),
+                    subject: a.sub.clone(),
+                    scopes,
+                    groups: a.groups.clone(),
+                    ttl,
+                    kid: a.kid.clone(),
+                    extra: Default::default(),
+                },
+            )
+        });
     match result {
         Ok(t) => {
             println!("{t}");
@@ -675,7 +804,10 @@ fn token(a: &TokenArgs) -> ExitCode {
 }
 
 fn verify(a: &VerifyArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(_) => return ExitCode::from(2),
     };
@@ -698,7 +830,10 @@ fn verify(a: &VerifyArgs) -> ExitCode {
             }
         },
     };
-    let secret = a.hmac_secret_env.as_ref().and_then(|v| std::env::var(v).ok());
+    let secret = a
+        .hmac_secret_env
+        .as_ref()
+        .and_then(|v| std::env::var(v).ok());
     let opts = crate::assertion::VerifyOptions {
         audience: a.audience.as_deref(),
         issuer: Some(&a.issuer),
@@ -710,7 +845,10 @@ fn verify(a: &VerifyArgs) -> ExitCode {
     };
     match crate::assertion::verify_assertion(a.value.trim(), &jwks, &opts) {
         Ok(claims) => {
-            println!("{}", serde_json::to_string_pretty(&claims).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&claims).unwrap_or_default()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -71,11 +71,16 @@ pub fn start(listen: SocketAddr) -> Result<Demo, String> {
     };
     let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": crate::util::b64url(&public), "kid": "demo-idp"});
     std::fs::write(dir.join("demo-idp.jwk"), jwk.to_string()).map_err(|e| e.to_string())?;
-    let api_token = format!("sg_demo_{}", crate::util::b64url(&crate::util::random_bytes::<18>()));
+    let api_token = format!(
+        "sg_demo_{}",
+        crate::util::b64url(&crate::util::random_bytes::<18>())
+    );
 
     // The look-alike upstream on its own thread and runtime.
     let up_listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    up_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    up_listener
+        .set_nonblocking(true)
+        .map_err(|e| e.to_string())?;
     let upstream_addr = up_listener.local_addr().map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let proxy_jwks_url: Arc<std::sync::OnceLock<String>> = Arc::new(std::sync::OnceLock::new());
@@ -83,12 +88,17 @@ pub fn start(listen: SocketAddr) -> Result<Demo, String> {
     let upstream_thread = std::thread::Builder::new()
         .name("demo-upstream".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(_) => return,
             };
             rt.block_on(async move {
-                let Ok(l) = tokio::net::TcpListener::from_std(up_listener) else { return };
+                let Ok(l) = tokio::net::TcpListener::from_std(up_listener) else {
+                    return;
+                };
                 tokio::select! {
                     _ = serve_lookalike(l, jwks_for_upstream) => {}
                     _ = stop_rx => {}
@@ -136,9 +146,15 @@ audit = true
     let config = Config::load(&config_path).map_err(|e| e.to_string())?;
     let proxy = crate::server::start(config)?;
     let proxy_addr = proxy.addr.ok_or("the demo listens on TCP")?;
-    let _ = proxy_jwks_url.set(format!("http://{proxy_addr}{}", crate::server::stack::JWKS_PATH));
+    let _ = proxy_jwks_url.set(format!(
+        "http://{proxy_addr}{}",
+        crate::server::stack::JWKS_PATH
+    ));
 
-    let key = tokens::encoding_key(JwtAlgorithm::EdDSA, &crate::assertion::pem_encode("PRIVATE KEY", &idp_der).into_bytes())?;
+    let key = tokens::encoding_key(
+        JwtAlgorithm::EdDSA,
+        &crate::assertion::pem_encode("PRIVATE KEY", &idp_der).into_bytes(),
+    )?;
     let mint = |sub: &str, scopes: &[&str], groups: &[&str]| {
         tokens::mint(
             JwtAlgorithm::EdDSA,
@@ -157,7 +173,11 @@ audit = true
     };
     let tokens = DemoTokens {
         reader: mint("reader@example.com", &["operator.read"], &[])?,
-        writer: mint("writer@example.com", &["operator.read", "operator.write"], &[])?,
+        writer: mint(
+            "writer@example.com",
+            &["operator.read", "operator.write"],
+            &[],
+        )?,
         admin: mint("admin@example.com", &["operator.admin"], &["ops"])?,
         api_token,
     };
@@ -241,9 +261,14 @@ Press Ctrl-C to stop."#,
 }
 
 /// Serves the look-alike gateway until the listener fails.
-pub async fn serve_lookalike(listener: tokio::net::TcpListener, jwks_url: Arc<std::sync::OnceLock<String>>) {
+pub async fn serve_lookalike(
+    listener: tokio::net::TcpListener,
+    jwks_url: Arc<std::sync::OnceLock<String>>,
+) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let jwks_url = jwks_url.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
@@ -259,26 +284,38 @@ pub async fn serve_lookalike(listener: tokio::net::TcpListener, jwks_url: Arc<st
 }
 
 /// What the look-alike saw of the caller, from the headers scopegate set.
-async fn seen(headers: &HeaderMap, method: &Method, path: &str, jwks_url: &std::sync::OnceLock<String>) -> Value {
-    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+async fn seen(
+    headers: &HeaderMap,
+    method: &Method,
+    path: &str,
+    jwks_url: &std::sync::OnceLock<String>,
+) -> Value {
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let assertion = match (h("x-scopegate-assertion"), jwks_url.get()) {
-        (Some(a), Some(url)) => match crate::util::http_get(url, Duration::from_secs(2), 64 * 1024).await {
-            Ok(body) => {
-                let jwks: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                let opts = crate::assertion::VerifyOptions {
-                    audience: Some("openclaw-gateway"),
-                    method: Some(method.as_str()),
-                    path: Some(path),
-                    leeway: 5,
-                    ..Default::default()
-                };
-                match crate::assertion::verify_assertion(&a, &jwks, &opts) {
-                    Ok(claims) => json!({"verified": true, "claims": claims}),
-                    Err(e) => json!({"verified": false, "error": e}),
+        (Some(a), Some(url)) => {
+            match crate::util::http_get(url, Duration::from_secs(2), 64 * 1024).await {
+                Ok(body) => {
+                    let jwks: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let opts = crate::assertion::VerifyOptions {
+                        audience: Some("openclaw-gateway"),
+                        method: Some(method.as_str()),
+                        path: Some(path),
+                        leeway: 5,
+                        ..Default::default()
+                    };
+                    match crate::assertion::verify_assertion(&a, &jwks, &opts) {
+                        Ok(claims) => json!({"verified": true, "claims": claims}),
+                        Err(e) => json!({"verified": false, "error": e}),
+                    }
                 }
+                Err(e) => json!({"verified": false, "error": format!("cannot fetch JWKS: {e}")}),
             }
-            Err(e) => json!({"verified": false, "error": format!("cannot fetch JWKS: {e}")}),
-        },
+        }
         (None, _) => Value::Null,
         (Some(_), None) => json!({"verified": false, "error": "no JWKS yet"}),
     };
@@ -294,12 +331,17 @@ async fn seen(headers: &HeaderMap, method: &Method, path: &str, jwks_url: &std::
 fn json_resp(status: StatusCode, v: Value) -> Response<DemoBody> {
     let mut r = Response::new(full(serde_json::to_vec_pretty(&v).unwrap_or_default()));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
-async fn lookalike(mut req: Request<Incoming>, jwks_url: Arc<std::sync::OnceLock<String>>) -> Response<DemoBody> {
+async fn lookalike(
+    mut req: Request<Incoming>,
+    jwks_url: Arc<std::sync::OnceLock<String>>,
+) -> Response<DemoBody> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let who = seen(req.headers(), &method, &path, &jwks_url).await;
@@ -318,7 +360,11 @@ async fn lookalike(mut req: Request<Incoming>, jwks_url: Arc<std::sync::OnceLock
                 )
                 .await;
                 let hello = json!({"type": "event", "event": "identity", "payload": who});
-                let _ = ws.send(tokio_tungstenite::tungstenite::Message::text(hello.to_string())).await;
+                let _ = ws
+                    .send(tokio_tungstenite::tungstenite::Message::text(
+                        hello.to_string(),
+                    ))
+                    .await;
                 while let Some(Ok(m)) = ws.next().await {
                     if m.is_close() {
                         break;
@@ -332,7 +378,10 @@ async fn lookalike(mut req: Request<Incoming>, jwks_url: Arc<std::sync::OnceLock
         let mut r = Response::new(full(Bytes::new()));
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let h = r.headers_mut();
-        h.insert(header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+        h.insert(
+            header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
         h.insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
         if let Ok(v) = http::HeaderValue::from_str(&accept) {
             h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
@@ -340,7 +389,9 @@ async fn lookalike(mut req: Request<Incoming>, jwks_url: Arc<std::sync::OnceLock
         return r;
     }
     match (method.as_str(), path.as_str()) {
-        ("GET", "/healthz") | ("GET", "/health") => json_resp(StatusCode::OK, json!({"ok": true, "status": "live"})),
+        ("GET", "/healthz") | ("GET", "/health") => {
+            json_resp(StatusCode::OK, json!({"ok": true, "status": "live"}))
+        }
         ("GET", "/v1/models") => json_resp(
             StatusCode::OK,
             json!({"object": "list", "data": [{"id": "openclaw", "object": "model", "owned_by": "demo"}], "seen_by_upstream": who}),
@@ -357,35 +408,52 @@ async fn lookalike(mut req: Request<Incoming>, jwks_url: Arc<std::sync::OnceLock
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
             tokio::spawn(async move {
                 let words = ["Hello", " from", " the", " demo", " gateway."];
-                let first = format!("event: response.created\ndata: {}\n\n", json!({"seen_by_upstream": who}));
+                let first = format!(
+                    "event: response.created\ndata: {}\n\n",
+                    json!({"seen_by_upstream": who})
+                );
                 if tx.send(Ok(Frame::data(Bytes::from(first)))).await.is_err() {
                     return;
                 }
                 for w in words {
                     tokio::time::sleep(Duration::from_millis(250)).await;
-                    let ev = format!("event: response.output_text.delta\ndata: {}\n\n", json!({"delta": w}));
+                    let ev = format!(
+                        "event: response.output_text.delta\ndata: {}\n\n",
+                        json!({"delta": w})
+                    );
                     if tx.send(Ok(Frame::data(Bytes::from(ev)))).await.is_err() {
                         return;
                     }
                 }
                 let _ = tx
-                    .send(Ok(Frame::data(Bytes::from_static(b"event: response.completed\ndata: {}\n\n"))))
+                    .send(Ok(Frame::data(Bytes::from_static(
+                        b"event: response.completed\ndata: {}\n\n",
+                    ))))
                     .await;
             });
             let stream = tokio_stream_from(rx);
             let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/event-stream"),
+            );
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-cache"),
+            );
             r
         }
-        _ => json_resp(StatusCode::NOT_FOUND, json!({"error": {"type": "not_found", "message": format!("{method} {path}")}})),
+        _ => json_resp(
+            StatusCode::NOT_FOUND,
+            json!({"error": {"type": "not_found", "message": format!("{method} {path}")}}),
+        ),
     }
 }
 
 /// A stream over an mpsc receiver (without pulling in tokio-stream).
-fn tokio_stream_from<T>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
+fn tokio_stream_from<T>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
@@ -394,7 +462,10 @@ struct Limited(Incoming);
 
 impl Limited {
     async fn collect_json(self) -> Value {
-        match http_body_util::Limited::new(self.0, 1 << 20).collect().await {
+        match http_body_util::Limited::new(self.0, 1 << 20)
+            .collect()
+            .await
+        {
             Ok(b) => serde_json::from_slice(&b.to_bytes()).unwrap_or(Value::Null),
             Err(_) => Value::Null,
         }

@@ -81,7 +81,7 @@ pub struct Refusal {
     pub code: &'static str,
     pub message: String,
     /// Present on scope refusals: what the route required and what the caller had.
-    pub scopes: Option<ScopeDetail>,
+    pub scopes: Option<Box<ScopeDetail>>,
     pub reasons: Vec<Reason>,
     /// For 401s: the RFC 6750 `error` attribute (`invalid_token`, `invalid_request`) or none for a
     /// missing credential.
@@ -244,10 +244,10 @@ mod tests {
             "missing_scope",
             "missing scope: operator.write",
         );
-        r.scopes = Some(ScopeDetail {
+        r.scopes = Some(Box::new(ScopeDetail {
             required: vec!["operator.write".into()],
             granted: vec!["operator.read".into()],
-        });
+        }));
         let body = r.body_json("req-1");
         assert_eq!(body["error"]["type"], "forbidden");
         assert_eq!(body["error"]["message"], "missing scope: operator.write");
@@ -266,6 +266,9 @@ mod tests {
             "Bearer realm=\"scopegate\", error=\"invalid_token\", error_description=\"token expired 12 s ago x\""
         );
         let none = Refusal::no_credential("no credential");
-        assert_eq!(none.www_authenticate().unwrap(), "Bearer realm=\"scopegate\"");
+        assert_eq!(
+            none.www_authenticate().unwrap(),
+            "Bearer realm=\"scopegate\""
+        );
     }
 }

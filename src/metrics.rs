@@ -71,8 +71,10 @@ impl Metrics {
         let mut registry = Registry::with_prefix("scopegate");
         let requests = Family::<RequestLabels, Counter>::default();
         let denials = Family::<ReasonLabels, Counter>::default();
-        let request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
-        let upstream_duration = Family::<RouteLabels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        let request_duration =
+            Family::<RouteLabels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        let upstream_duration =
+            Family::<RouteLabels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
         let active_connections = Gauge::<i64, AtomicI64>::default();
         let active_websockets = Gauge::<i64, AtomicI64>::default();
         let upstream_errors = Family::<KindLabels, Counter>::default();
@@ -84,21 +86,73 @@ impl Metrics {
         let config_generation = Gauge::<i64, AtomicI64>::default();
         let ready = Gauge::<i64, AtomicI64>::default();
         let websocket_frames_denied = Family::<ReasonLabels, Counter>::default();
-        registry.register("requests", "Requests by route, method, status and decision", requests.clone());
+        registry.register(
+            "requests",
+            "Requests by route, method, status and decision",
+            requests.clone(),
+        );
         registry.register("denials", "Refusals by reason code", denials.clone());
-        registry.register("request_duration_seconds", "Time from request to response headers", request_duration.clone());
-        registry.register("upstream_duration_seconds", "Time the upstream took to send response headers", upstream_duration.clone());
-        registry.register("active_connections", "Open client connections", active_connections.clone());
-        registry.register("active_websockets", "Open relayed WebSockets", active_websockets.clone());
-        registry.register("upstream_errors", "Upstream failures by kind", upstream_errors.clone());
-        registry.register("jwks_fetches", "JWKS fetches by outcome", jwks_fetches.clone());
-        registry.register("token_cache_hits", "Verified-token cache hits", token_cache_hits.clone());
-        registry.register("token_cache_misses", "Verified-token cache misses", token_cache_misses.clone());
-        registry.register("token_cache_hit_ratio", "Verified-token cache hit ratio since start", token_cache_hit_ratio.clone());
-        registry.register("reloads", "Configuration reloads by outcome", reloads.clone());
-        registry.register("config_generation", "Generation of the configuration in use", config_generation.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response headers",
+            request_duration.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time the upstream took to send response headers",
+            upstream_duration.clone(),
+        );
+        registry.register(
+            "active_connections",
+            "Open client connections",
+            active_connections.clone(),
+        );
+        registry.register(
+            "active_websockets",
+            "Open relayed WebSockets",
+            active_websockets.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Upstream failures by kind",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "jwks_fetches",
+            "JWKS fetches by outcome",
+            jwks_fetches.clone(),
+        );
+        registry.register(
+            "token_cache_hits",
+            "Verified-token cache hits",
+            token_cache_hits.clone(),
+        );
+        registry.register(
+            "token_cache_misses",
+            "Verified-token cache misses",
+            token_cache_misses.clone(),
+        );
+        registry.register(
+            "token_cache_hit_ratio",
+            "Verified-token cache hit ratio since start",
+            token_cache_hit_ratio.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Configuration reloads by outcome",
+            reloads.clone(),
+        );
+        registry.register(
+            "config_generation",
+            "Generation of the configuration in use",
+            config_generation.clone(),
+        );
         registry.register("ready", "1 when the proxy reports ready", ready.clone());
-        registry.register("websocket_frames_denied", "WebSocket RPCs refused locally by reason", websocket_frames_denied.clone());
+        registry.register(
+            "websocket_frames_denied",
+            "WebSocket RPCs refused locally by reason",
+            websocket_frames_denied.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -123,8 +177,11 @@ impl Metrics {
     pub fn render(&self) -> String {
         let hits = self.token_cache_hits.get() as f64;
         let misses = self.token_cache_misses.get() as f64;
-        self.token_cache_hit_ratio
-            .set(if hits + misses > 0.0 { hits / (hits + misses) } else { 0.0 });
+        self.token_cache_hit_ratio.set(if hits + misses > 0.0 {
+            hits / (hits + misses)
+        } else {
+            0.0
+        });
         let mut out = String::new();
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         out
@@ -154,11 +211,17 @@ pub fn method_label(m: &http::Method) -> &'static str {
 }
 
 pub fn jwks_fetch(outcome: &'static str) {
-    get().jwks_fetches.get_or_create(&OutcomeLabels { outcome }).inc();
+    get()
+        .jwks_fetches
+        .get_or_create(&OutcomeLabels { outcome })
+        .inc();
 }
 
 pub fn upstream_error(kind: &'static str) {
-    get().upstream_errors.get_or_create(&KindLabels { kind }).inc();
+    get()
+        .upstream_errors
+        .get_or_create(&KindLabels { kind })
+        .inc();
 }
 
 pub fn denial(reason: &'static str) {
@@ -166,7 +229,10 @@ pub fn denial(reason: &'static str) {
 }
 
 pub fn reload(outcome: &'static str) {
-    get().reloads.get_or_create(&OutcomeLabels { outcome }).inc();
+    get()
+        .reloads
+        .get_or_create(&OutcomeLabels { outcome })
+        .inc();
 }
 
 pub fn token_cache(hit: bool) {

@@ -40,7 +40,11 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Compiles a config. `previous` lets a reload keep a JWKS cache that still serves the same document.
-    pub fn build(config: Config, generation: u64, previous: Option<&Snapshot>) -> Result<Snapshot, String> {
+    pub fn build(
+        config: Config,
+        generation: u64,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, String> {
         let policy = Policy::compile(&config);
         let jwt = match &config.jwt {
             None => None,
@@ -73,7 +77,8 @@ impl Snapshot {
         if let Some(h) = &config.request_scopes_header {
             managed.push(h);
         }
-        let openclaw = (config.upstream.profile == Profile::OpenClaw).then(|| OpenClawProfile::new(&config));
+        let openclaw =
+            (config.upstream.profile == Profile::OpenClaw).then(|| OpenClawProfile::new(&config));
         if let Some(oc) = &openclaw {
             managed.push(&oc.user_header);
         }
@@ -133,9 +138,11 @@ impl Snapshot {
             return hit;
         }
         let cat = &self.policy.catalogue;
-        let comma = HeaderValue::from_str(&cat.join(set, ",")).unwrap_or_else(|_| HeaderValue::from_static(""));
+        let comma = HeaderValue::from_str(&cat.join(set, ","))
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
         let space: Arc<str> = Arc::from(cat.join(set, " "));
-        self.scope_headers.insert(set, (comma.clone(), space.clone()));
+        self.scope_headers
+            .insert(set, (comma.clone(), space.clone()));
         (comma, space)
     }
 

@@ -25,7 +25,9 @@ pub struct TokenSpec {
 /// An encoding key from PEM (PKCS#8 for EC/Ed, PKCS#1 or PKCS#8 for RSA) or a raw HMAC secret.
 pub fn encoding_key(alg: JwtAlgorithm, material: &[u8]) -> Result<EncodingKey, String> {
     let r = match alg {
-        JwtAlgorithm::HS256 | JwtAlgorithm::HS384 | JwtAlgorithm::HS512 => return Ok(EncodingKey::from_secret(material)),
+        JwtAlgorithm::HS256 | JwtAlgorithm::HS384 | JwtAlgorithm::HS512 => {
+            return Ok(EncodingKey::from_secret(material))
+        }
         JwtAlgorithm::RS256
         | JwtAlgorithm::RS384
         | JwtAlgorithm::RS512

@@ -17,7 +17,9 @@ pub fn client_tls_config(extra_ca: Option<&[u8]>) -> Result<rustls::ClientConfig
         let mut added = 0;
         for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
             let cert = cert.map_err(|e| format!("bad CA PEM: {e}"))?;
-            roots.add(cert).map_err(|e| format!("bad CA certificate: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("bad CA certificate: {e}"))?;
             added += 1;
         }
         if added == 0 {
@@ -45,12 +47,18 @@ pub async fn http_get(url: &str, timeout: Duration, max_bytes: usize) -> Result<
         .pool_max_idle_per_host(0)
         .build(connector);
     let req = http::Request::get(uri)
-        .header(http::header::USER_AGENT, concat!("scopegate/", env!("CARGO_PKG_VERSION")))
+        .header(
+            http::header::USER_AGENT,
+            concat!("scopegate/", env!("CARGO_PKG_VERSION")),
+        )
         .header(http::header::ACCEPT, "application/json")
         .body(Empty::new())
         .map_err(|e| e.to_string())?;
     let work = async {
-        let resp = client.request(req).await.map_err(|e| format!("request failed: {e}"))?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
         if resp.status() != http::StatusCode::OK {
             return Err(format!("status {}", resp.status()));
         }
@@ -72,7 +80,9 @@ pub fn b64url(data: &[u8]) -> String {
 
 pub fn b64url_decode(data: &str) -> Option<Vec<u8>> {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(data).ok()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(data)
+        .ok()
 }
 
 /// Fills a buffer from the system RNG.

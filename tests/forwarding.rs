@@ -39,12 +39,25 @@ async fn methods_queries_and_odd_paths_pass_unchanged() {
         ("GET", "/trailing/"),
     ];
     for (m, path) in cases {
-        let body = if m == "POST" || m == "PUT" { "payload-123" } else { "" };
-        let got = send(m, &format!("{}{path}", p.url()), &[AUTH, ("x-custom", "kept")], body).await;
+        let body = if m == "POST" || m == "PUT" {
+            "payload-123"
+        } else {
+            ""
+        };
+        let got = send(
+            m,
+            &format!("{}{path}", p.url()),
+            &[AUTH, ("x-custom", "kept")],
+            body,
+        )
+        .await;
         assert_eq!(got.status, 200, "{m} {path}: {}", got.text());
         let seen = up.last();
         assert_eq!(seen.method, m);
-        assert_eq!(seen.uri, path, "the path and query reach the upstream byte for byte");
+        assert_eq!(
+            seen.uri, path,
+            "the path and query reach the upstream byte for byte"
+        );
         assert_eq!(seen.body_len, body.len() as u64);
         assert_eq!(seen.header("x-custom").as_deref(), Some("kept"));
     }
@@ -75,7 +88,14 @@ async fn hop_by_hop_and_connection_nominated_headers_are_dropped() {
     .await;
     assert_eq!(got.status, 200);
     let seen = up.last();
-    for h in ["x-hop-one", "x-hop-two", "keep-alive", "proxy-authorization", "te", "authorization"] {
+    for h in [
+        "x-hop-one",
+        "x-hop-two",
+        "keep-alive",
+        "proxy-authorization",
+        "te",
+        "authorization",
+    ] {
         assert!(seen.header(h).is_none(), "{h} must not reach the upstream");
     }
     assert_eq!(seen.header("x-end-to-end").as_deref(), Some("kept"));
@@ -92,14 +112,22 @@ async fn forwarding_headers_are_set_not_appended() {
     send(
         "GET",
         &format!("{}/echo", p.url()),
-        &[AUTH, ("x-forwarded-for", "6.6.6.6"), ("x-forwarded-proto", "https"), ("host", "front.example")],
+        &[
+            AUTH,
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("host", "front.example"),
+        ],
         "",
     )
     .await;
     let seen = up.last();
     assert_eq!(seen.header_all("x-forwarded-for"), vec!["127.0.0.1"]);
     assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
-    assert_eq!(seen.header("x-forwarded-host").as_deref(), Some("front.example"));
+    assert_eq!(
+        seen.header("x-forwarded-host").as_deref(),
+        Some("front.example")
+    );
     assert_eq!(seen.header("host"), Some(up.addr.to_string()));
 }
 
@@ -115,14 +143,18 @@ async fn fifty_mib_upload_and_download_stream_with_flat_memory() {
         move || {
             std::fs::read_to_string(format!("/proc/{pid}/status"))
                 .ok()
-                .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("VmRSS:"))
+                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                })
                 .unwrap_or(0)
         }
     };
     let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(baseline));
     let sampler = {
         let peak = peak.clone();
-        let rss = pid_rss.clone();
+        let rss = pid_rss;
         tokio::spawn(async move {
             for _ in 0..20_000 {
                 peak.fetch_max(rss(), std::sync::atomic::Ordering::Relaxed);
@@ -133,14 +165,20 @@ async fn fifty_mib_upload_and_download_stream_with_flat_memory() {
 
     // Upload: a generated body the test never holds whole.
     let chunks = futures_util::stream::iter((0..(SIZE / 65536)).map(|i| {
-        let data: Vec<u8> = (0..65536u64).map(|j| ((i * 65536 + j) % 251) as u8).collect();
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(Bytes::from(data)))
+        let data: Vec<u8> = (0..65536u64)
+            .map(|j| ((i * 65536 + j) % 251) as u8)
+            .collect();
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(Bytes::from(
+            data,
+        )))
     }));
     let req = Request::post(format!("{}/upload", child.url()))
         .header("authorization", "Bearer test-token")
         .body(http_body_util::StreamBody::new(chunks).boxed())
         .unwrap();
-    let resp = within(60, "upload", client::http1().request(req)).await.unwrap();
+    let resp = within(60, "upload", client::http1().request(req))
+        .await
+        .unwrap();
     let got = client::collect(resp).await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(up.last().body_len, SIZE);
@@ -150,7 +188,9 @@ async fn fifty_mib_upload_and_download_stream_with_flat_memory() {
         .header("authorization", "Bearer test-token")
         .body(client::empty())
         .unwrap();
-    let resp = within(60, "download", client::http1().request(req)).await.unwrap();
+    let resp = within(60, "download", client::http1().request(req))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     let mut n = 0u64;
@@ -161,9 +201,17 @@ async fn fifty_mib_upload_and_download_stream_with_flat_memory() {
     }
     assert_eq!(n, SIZE);
     sampler.abort();
-    let grew_kib = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(baseline);
-    assert!(grew_kib < 16 * 1024, "scopegate's RSS grew by {grew_kib} KiB while 50 MiB streamed each way");
-    assert!(child.wait_exit(Duration::from_millis(1)).is_none(), "still running");
+    let grew_kib = peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(baseline);
+    assert!(
+        grew_kib < 16 * 1024,
+        "scopegate's RSS grew by {grew_kib} KiB while 50 MiB streamed each way"
+    );
+    assert!(
+        child.wait_exit(Duration::from_millis(1)).is_none(),
+        "still running"
+    );
 }
 
 #[tokio::test]
@@ -188,7 +236,10 @@ async fn sse_events_arrive_one_by_one_before_the_next_is_produced() {
         // The next event is not produced until this one has arrived at the client.
         let mut got = String::new();
         while !got.contains("\n\n") {
-            let f = within(5, "sse event", body.frame()).await.expect("stream ended").unwrap();
+            let f = within(5, "sse event", body.frame())
+                .await
+                .expect("stream ended")
+                .unwrap();
             if let Some(d) = f.data_ref() {
                 got.push_str(&String::from_utf8_lossy(d));
             }
@@ -211,7 +262,9 @@ async fn http2_cleartext_clients_work() {
             .header("authorization", "Bearer test-token")
             .body(client::body("h2 body"))
             .unwrap();
-        let resp = within(10, "h2 response", h2.send_request(req)).await.unwrap();
+        let resp = within(10, "h2 response", h2.send_request(req))
+            .await
+            .unwrap();
         assert_eq!(resp.version(), http::Version::HTTP_2);
         let got = client::collect(resp).await;
         assert_eq!(got.status, 200, "{}", got.text());
@@ -229,7 +282,9 @@ async fn request_trailers_are_forwarded_but_scrubbed() {
     trailers.insert("x-checksum", "abc".parse().unwrap());
     trailers.insert("x-openclaw-scopes", "operator.admin".parse().unwrap());
     let frames = vec![
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(Bytes::from_static(b"data"))),
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(
+            Bytes::from_static(b"data"),
+        )),
         Ok(hyper::body::Frame::trailers(trailers)),
     ];
     let mut h2 = client::h2c(p.addr).await;
@@ -242,14 +297,20 @@ async fn request_trailers_are_forwarded_but_scrubbed() {
     let seen = up.last();
     assert_eq!(seen.body_len, 4);
     if let Some(t) = seen.trailers {
-        assert!(t.get("x-openclaw-scopes").is_none(), "managed names never pass in trailers");
+        assert!(
+            t.get("x-openclaw-scopes").is_none(),
+            "managed names never pass in trailers"
+        );
     }
 }
 
 #[tokio::test]
 async fn upstream_down_is_502_json_and_silent_upstream_is_504_json() {
     // A port that nothing listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let p = proxy::start(&open_config(&format!("http://{dead}"), ""));
     let got = get(&format!("{}/v1/models", p.url()), &[AUTH]).await;
     assert_eq!(got.status, 502);
@@ -258,7 +319,10 @@ async fn upstream_down_is_502_json_and_silent_upstream_is_504_json() {
     assert_eq!(j["error"]["reason_codes"][0], "upstream_unreachable");
 
     let up = Upstream::start().await;
-    let cfg = open_config(&up.url(), "").replace("profile = \"generic\"", "profile = \"generic\"\nresponse_header_timeout = \"300ms\"");
+    let cfg = open_config(&up.url(), "").replace(
+        "profile = \"generic\"",
+        "profile = \"generic\"\nresponse_header_timeout = \"300ms\"",
+    );
     let p = proxy::start(&cfg);
     let got = get(&format!("{}/hang", p.url()), &[AUTH]).await;
     assert_eq!(got.status, 504);
@@ -270,11 +334,16 @@ async fn upstream_down_is_502_json_and_silent_upstream_is_504_json() {
 #[tokio::test]
 async fn slow_header_client_is_cut_off() {
     let up = Upstream::start().await;
-    let cfg = open_config(&up.url(), "").replace("workers = 2", "workers = 2\nheader_read_timeout = \"500ms\"");
+    let cfg = open_config(&up.url(), "").replace(
+        "workers = 2",
+        "workers = 2\nheader_read_timeout = \"500ms\"",
+    );
     let p = proxy::start(&cfg);
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    s.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    s.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     // Never finish the head: the connection must be closed by scopegate, not by this test.
     let mut buf = [0u8; 1024];
     let start = std::time::Instant::now();
@@ -288,10 +357,15 @@ async fn slow_header_client_is_cut_off() {
     })
     .await;
     assert!(closed);
-    assert!(start.elapsed() >= Duration::from_millis(400), "cut off by the header timeout, not at once");
+    assert!(
+        start.elapsed() >= Duration::from_millis(400),
+        "cut off by the header timeout, not at once"
+    );
     // A connection that sends nothing at all is cut off too.
     let mut idle = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    let n = within(10, "idle cut-off", idle.read(&mut buf)).await.unwrap_or(0);
+    let n = within(10, "idle cut-off", idle.read(&mut buf))
+        .await
+        .unwrap_or(0);
     assert_eq!(n, 0);
     assert_eq!(up.count(), 0);
 }
@@ -299,23 +373,44 @@ async fn slow_header_client_is_cut_off() {
 #[tokio::test]
 async fn oversized_heads_and_bodies_get_json_431_and_413() {
     let up = Upstream::start().await;
-    let cfg = open_config(&up.url(), "").replace("workers = 2", "workers = 2\nmax_header_bytes = \"4KiB\"\nmax_body_bytes = \"1KiB\"");
+    let cfg = open_config(&up.url(), "").replace(
+        "workers = 2",
+        "workers = 2\nmax_header_bytes = \"4KiB\"\nmax_body_bytes = \"1KiB\"",
+    );
     let p = proxy::start(&cfg);
     let big = "x".repeat(6000);
     let got = get(&format!("{}/echo", p.url()), &[AUTH, ("x-big", &big)]).await;
     assert_eq!(got.status, 431);
     assert_eq!(got.json()["error"]["type"], "headers_too_large");
-    let got = send("POST", &format!("{}/echo", p.url()), &[AUTH], vec![b'a'; 2048]).await;
+    let got = send(
+        "POST",
+        &format!("{}/echo", p.url()),
+        &[AUTH],
+        vec![b'a'; 2048],
+    )
+    .await;
     assert_eq!(got.status, 413);
     assert_eq!(got.json()["error"]["type"], "payload_too_large");
     assert_eq!(up.count(), 0, "nothing reached the upstream");
-    assert_eq!(send("POST", &format!("{}/echo", p.url()), &[AUTH], vec![b'a'; 512]).await.status, 200);
+    assert_eq!(
+        send(
+            "POST",
+            &format!("{}/echo", p.url()),
+            &[AUTH],
+            vec![b'a'; 512]
+        )
+        .await
+        .status,
+        200
+    );
 }
 
 #[tokio::test]
 async fn sigterm_lets_a_long_stream_finish_within_the_drain_deadline() {
     let up = Upstream::start().await;
-    let mut child = ChildProxy::start(&open_config(&up.url(), "").replace("workers = 2", "workers = 2\ndrain_timeout = \"20s\""));
+    let mut child = ChildProxy::start(
+        &open_config(&up.url(), "").replace("workers = 2", "workers = 2\ndrain_timeout = \"20s\""),
+    );
     let req = Request::get(format!("{}/sse", child.url()))
         .header("authorization", "Bearer test-token")
         .body(client::empty())
@@ -324,8 +419,14 @@ async fn sigterm_lets_a_long_stream_finish_within_the_drain_deadline() {
     let (resp, _) = tokio::join!(client.request(req), within(10, "sse open", up.sse_opened()));
     let mut body = resp.unwrap().into_body();
     up.emit("before").await;
-    let f = within(5, "first event", body.frame()).await.unwrap().unwrap();
-    assert_eq!(f.data_ref().unwrap(), &Bytes::from_static(b"data: before\n\n"));
+    let f = within(5, "first event", body.frame())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        f.data_ref().unwrap(),
+        &Bytes::from_static(b"data: before\n\n")
+    );
 
     child.signal("TERM");
     // New connections are refused once draining has begun (poll until the listener is gone).
@@ -341,21 +442,37 @@ async fn sigterm_lets_a_long_stream_finish_within_the_drain_deadline() {
     // ... but the stream in flight carries on to its end.
     for i in 0..3 {
         up.emit(&format!("after-{i}")).await;
-        let f = within(5, "event after SIGTERM", body.frame()).await.unwrap().unwrap();
-        assert_eq!(f.data_ref().unwrap(), &Bytes::from(format!("data: after-{i}\n\n")));
+        let f = within(5, "event after SIGTERM", body.frame())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            f.data_ref().unwrap(),
+            &Bytes::from(format!("data: after-{i}\n\n"))
+        );
     }
     up.end_sse();
     while let Some(f) = within(5, "end of stream", body.frame()).await {
         f.unwrap();
     }
-    let status = within(15, "exit", async { tokio::task::spawn_blocking(move || child.wait_exit(Duration::from_secs(15))).await.unwrap() }).await;
-    assert!(status.is_some_and(|s| s.success()), "scopegate exits cleanly once the stream is done");
+    let status = within(15, "exit", async {
+        tokio::task::spawn_blocking(move || child.wait_exit(Duration::from_secs(15)))
+            .await
+            .unwrap()
+    })
+    .await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "scopegate exits cleanly once the stream is done"
+    );
 }
 
 #[tokio::test]
 async fn drain_deadline_ends_streams_that_do_not_finish() {
     let up = Upstream::start().await;
-    let mut child = ChildProxy::start(&open_config(&up.url(), "").replace("workers = 2", "workers = 2\ndrain_timeout = \"1s\""));
+    let mut child = ChildProxy::start(
+        &open_config(&up.url(), "").replace("workers = 2", "workers = 2\ndrain_timeout = \"1s\""),
+    );
     let req = Request::get(format!("{}/sse", child.url()))
         .header("authorization", "Bearer test-token")
         .body(client::empty())
@@ -377,7 +494,9 @@ async fn drain_deadline_ends_streams_that_do_not_finish() {
     .await;
     assert!(ended);
     assert!(start.elapsed() >= Duration::from_millis(800));
-    let status = tokio::task::spawn_blocking(move || child.wait_exit(Duration::from_secs(10))).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
     assert!(status.is_some());
 }
 
@@ -395,7 +514,10 @@ async fn upstream_reset_mid_body_ends_only_that_response() {
         Ok(resp) => {
             assert_eq!(resp.status(), 200);
             let r = within(10, "body", resp.into_body().collect()).await;
-            assert!(r.is_err(), "a truncated body is reported as an error, not as a complete one");
+            assert!(
+                r.is_err(),
+                "a truncated body is reported as an error, not as a complete one"
+            );
         }
         Err(e) => assert!(format!("{e:?}").contains("IncompleteMessage"), "{e:?}"),
     }

@@ -17,14 +17,20 @@ use support::upstream::Upstream;
 use support::within;
 
 fn jwt_section(extra: &str) -> String {
-    format!("\n[jwt]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\nleeway = \"30s\"\n{extra}\n")
+    format!(
+        "\n[jwt]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\nleeway = \"30s\"\n{extra}\n"
+    )
 }
 
 /// Starts scopegate (openclaw profile) in front of `up` with the given static keys.
 fn with_keys(up: &Upstream, keys: &[&TestKey], extra: &str) -> support::proxy::TestProxy {
     let dir = tempfile::tempdir().unwrap();
     let entries: String = keys.iter().map(|k| k.toml_entry(dir.path())).collect();
-    let cfg = format!("{}{}{entries}\n{extra}", base(&up.url(), "openclaw"), jwt_section(""));
+    let cfg = format!(
+        "{}{}{entries}\n{extra}",
+        base(&up.url(), "openclaw"),
+        jwt_section("")
+    );
     proxy::start_in(dir, &cfg)
 }
 
@@ -44,12 +50,22 @@ async fn real_tokens_for_every_algorithm_are_accepted() {
     ];
     let p = with_keys(&up, &keys.iter().collect::<Vec<_>>(), "");
     for k in &keys {
-        let token = k.token(&format!("user-{}", k.kid), &["operator.read", "operator.write"]);
-        let got = get(&url(&p, "/v1/models"), &[("authorization", &bearer(&token))]).await;
+        let token = k.token(
+            &format!("user-{}", k.kid),
+            &["operator.read", "operator.write"],
+        );
+        let got = get(
+            &url(&p, "/v1/models"),
+            &[("authorization", &bearer(&token))],
+        )
+        .await;
         assert_eq!(got.status, 200, "{}: {}", k.alg, got.text());
         let seen = up.last();
         assert_eq!(seen.header("x-openclaw-scopes").as_deref(), Some("operator.read,operator.write,operator.sessions.read,operator.sessions.write,operator.talk"));
-        assert!(seen.header("authorization").is_none(), "the client's credential is not forwarded");
+        assert!(
+            seen.header("authorization").is_none(),
+            "the client's credential is not forwarded"
+        );
         let claims = assertion_claims(&seen.header("x-scopegate-assertion").unwrap());
         assert_eq!(claims["sub"], format!("user-{}", k.kid));
         assert_eq!(claims["amr"][0], "jwt");
@@ -70,7 +86,10 @@ async fn jwks_rotation_outage_and_garbage() {
     let cfg = format!(
         "{}{}",
         base(&up.url(), "openclaw"),
-        jwt_section(&format!("jwks_url = \"{}\"\njwks_refetch_min_interval = \"200ms\"\njwks_refresh = \"1h\"\n", idp.url()))
+        jwt_section(&format!(
+            "jwks_url = \"{}\"\njwks_refetch_min_interval = \"200ms\"\njwks_refresh = \"1h\"\n",
+            idp.url()
+        ))
     );
     let p = proxy::start(&cfg);
     let call = |t: String| {
@@ -96,13 +115,25 @@ async fn jwks_rotation_outage_and_garbage() {
     idp.fail(503);
     tokio::time::sleep(Duration::from_millis(250)).await;
     let got = call(TestKey::ed25519("key-c").token("carol", &["operator.read"])).await;
-    assert_eq!(got.status, 401, "an unknown kid during the outage is refused");
-    assert_eq!(call(b.token("bob2", &["operator.read"])).await.status, 200, "known keys still verify");
+    assert_eq!(
+        got.status, 401,
+        "an unknown kid during the outage is refused"
+    );
+    assert_eq!(
+        call(b.token("bob2", &["operator.read"])).await.status,
+        200,
+        "known keys still verify"
+    );
 
     // The IdP answers garbage: same.
     idp.garbage();
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(call(TestKey::ed25519("key-d").token("dan", &["operator.read"])).await.status, 401);
+    assert_eq!(
+        call(TestKey::ed25519("key-d").token("dan", &["operator.read"]))
+            .await
+            .status,
+        401
+    );
     assert_eq!(call(b.token("bob3", &["operator.read"])).await.status, 200);
 }
 
@@ -115,18 +146,29 @@ async fn idp_down_at_start_gives_503_until_it_answers() {
     let cfg = format!(
         "{}{}",
         base(&up.url(), "openclaw"),
-        jwt_section(&format!("jwks_url = \"{}\"\njwks_refetch_min_interval = \"100ms\"\n", idp.url()))
+        jwt_section(&format!(
+            "jwks_url = \"{}\"\njwks_refetch_min_interval = \"100ms\"\n",
+            idp.url()
+        ))
     );
     let p = proxy::start(&cfg);
     let token = a.token("alice", &["operator.read"]);
-    let got = get(&url(&p, "/v1/models"), &[("authorization", &bearer(&token))]).await;
+    let got = get(
+        &url(&p, "/v1/models"),
+        &[("authorization", &bearer(&token))],
+    )
+    .await;
     assert_eq!(got.status, 503, "{}", got.text());
     assert_eq!(got.json()["error"]["reason_codes"][0], "jwks_unavailable");
     assert_eq!(up.count(), 0);
     idp.serve(vec![a.jwk.clone().unwrap()]);
     let ok = within(20, "JWKS to load", async {
         loop {
-            let got = get(&url(&p, "/v1/models"), &[("authorization", &bearer(&token))]).await;
+            let got = get(
+                &url(&p, "/v1/models"),
+                &[("authorization", &bearer(&token))],
+            )
+            .await;
             if got.status == 200 {
                 return true;
             }
@@ -145,17 +187,36 @@ async fn unknown_kid_floods_refetch_at_most_once_per_interval() {
     let cfg = format!(
         "{}{}",
         base(&up.url(), "openclaw"),
-        jwt_section(&format!("jwks_url = \"{}\"\njwks_refetch_min_interval = \"1h\"\n", idp.url()))
+        jwt_section(&format!(
+            "jwks_url = \"{}\"\njwks_refetch_min_interval = \"1h\"\n",
+            idp.url()
+        ))
     );
     let p = proxy::start(&cfg);
-    assert_eq!(get(&url(&p, "/v1/models"), &[("authorization", &bearer(&a.token("x", &["operator.read"])))]).await.status, 200);
+    assert_eq!(
+        get(
+            &url(&p, "/v1/models"),
+            &[("authorization", &bearer(&a.token("x", &["operator.read"])))]
+        )
+        .await
+        .status,
+        200
+    );
     let before = idp.fetches();
     for i in 0..200 {
         let forged = TestKey::ed25519(&format!("forged-{i}")).token("mallory", &["operator.admin"]);
-        let got = get(&url(&p, "/v1/models"), &[("authorization", &bearer(&forged))]).await;
+        let got = get(
+            &url(&p, "/v1/models"),
+            &[("authorization", &bearer(&forged))],
+        )
+        .await;
         assert_eq!(got.status, 401);
     }
-    assert!(idp.fetches() - before <= 1, "{} refetches for 200 unknown kids", idp.fetches() - before);
+    assert!(
+        idp.fetches() - before <= 1,
+        "{} refetches for 200 unknown kids",
+        idp.fetches() - before
+    );
 }
 
 /// The jwt_tool-style negative suite: every case is a 401 with its reason, and nothing reaches the upstream.
@@ -168,7 +229,13 @@ async fn negative_suite_every_forgery_is_401_with_the_right_reason() {
     let now = scopegate::identity::jwt::unix_now();
     let b64 = |v: &Value| scopegate::util::b64url(v.to_string().as_bytes());
     let good_claims = keys::claims("mallory", "operator.admin");
-    let unsigned = |alg: &str| format!("{}.{}.", b64(&json!({"alg": alg, "typ": "JWT"})), b64(&good_claims));
+    let unsigned = |alg: &str| {
+        format!(
+            "{}.{}.",
+            b64(&json!({"alg": alg, "typ": "JWT"})),
+            b64(&good_claims)
+        )
+    };
     // RS→HS confusion: HMAC over the token with the RSA *public key PEM* as the secret.
     let hs_with_public = |kid: Option<&str>| {
         let mut header = json!({"alg": "HS256", "typ": "JWT"});
@@ -176,8 +243,11 @@ async fn negative_suite_every_forgery_is_401_with_the_right_reason() {
             header["kid"] = k.into();
         }
         let input = format!("{}.{}", b64(&header), b64(&good_claims));
-        let key = jsonwebtoken::EncodingKey::from_secret(rsa.public_pem.as_ref().unwrap().as_bytes());
-        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256).unwrap();
+        let key =
+            jsonwebtoken::EncodingKey::from_secret(rsa.public_pem.as_ref().unwrap().as_bytes());
+        let sig =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
+                .unwrap();
         format!("{input}.{sig}")
     };
     let with_claims = |edit: &dyn Fn(&mut Value)| {
@@ -192,53 +262,265 @@ async fn negative_suite_every_forgery_is_401_with_the_right_reason() {
         ("alg None", unsigned("None"), "alg_none"),
         ("alg NONE", unsigned("NONE"), "alg_none"),
         ("alg nOnE", unsigned("nOnE"), "alg_none"),
-        ("alg none with signature", format!("{}c2ln", unsigned("none")), "alg_none"),
-        ("alg HS256 with the RSA public key, RSA kid", hs_with_public(Some("rsa")), "alg_mismatch"),
-        ("alg HS256 with the RSA public key, no kid", hs_with_public(None), "no_key_for_alg"),
-        ("unknown alg", raw_token(&ed, &json!({"alg": "EdDSA", "kid": "ed"}), &good_claims).replacen(&b64(&json!({"alg": "EdDSA", "kid": "ed"})), &b64(&json!({"alg": "XS512", "kid": "ed"})), 1), "alg_unsupported"),
-        ("wrong issuer", with_claims(&|c| c["iss"] = "https://evil.example".into()), "issuer_mismatch"),
-        ("missing issuer", with_claims(&|c| { c.as_object_mut().unwrap().remove("iss"); }), "claim_missing"),
-        ("wrong audience", with_claims(&|c| c["aud"] = "someone-else".into()), "audience_mismatch"),
-        ("missing audience", with_claims(&|c| { c.as_object_mut().unwrap().remove("aud"); }), "claim_missing"),
-        ("audience list without ours", with_claims(&|c| c["aud"] = json!(["a", "b"])), "audience_mismatch"),
-        ("expired", with_claims(&|c| c["exp"] = (now - 120).into()), "token_expired"),
-        ("missing exp", with_claims(&|c| { c.as_object_mut().unwrap().remove("exp"); }), "claim_missing"),
-        ("not yet valid", with_claims(&|c| c["nbf"] = (now + 600).into()), "token_not_yet_valid"),
-        ("string exp", with_claims(&|c| c["exp"] = (now + 600).to_string().into()), "claim_type"),
-        ("string nbf", with_claims(&|c| c["nbf"] = "0".into()), "claim_type"),
-        ("issued in the future", with_claims(&|c| c["iat"] = (now + 900).into()), "token_issued_in_future"),
-        ("no subject", with_claims(&|c| { c.as_object_mut().unwrap().remove("sub"); }), "subject_missing"),
-        ("kid path injection", raw_token(&ed, &json!({"alg": "EdDSA", "kid": "../../../../etc/passwd"}), &good_claims), "kid_unknown"),
-        ("kid SQL injection", raw_token(&ed, &json!({"alg": "EdDSA", "kid": "x' OR '1'='1"}), &good_claims), "kid_unknown"),
-        ("kid object", raw_token(&ed, &json!({"alg": "EdDSA", "kid": {"$ne": null}}), &good_claims), "kid_invalid"),
-        ("kid oversized", raw_token(&ed, &json!({"alg": "EdDSA", "kid": "k".repeat(300)}), &good_claims), "kid_invalid"),
-        ("embedded jwk of the attacker", raw_token(&attacker, &json!({"alg": "EdDSA", "jwk": attacker.jwk}), &good_claims), "signature_invalid"),
-        ("embedded jwk with the real kid", raw_token(&attacker, &json!({"alg": "EdDSA", "kid": "ed", "jwk": attacker.jwk}), &good_claims), "signature_invalid"),
-        ("jku to the attacker", raw_token(&attacker, &json!({"alg": "EdDSA", "kid": "attacker", "jku": "http://127.0.0.1:1/jwks"}), &good_claims), "kid_unknown"),
-        ("x5u to the attacker", raw_token(&attacker, &json!({"alg": "EdDSA", "x5u": "http://127.0.0.1:1/cert"}), &good_claims), "signature_invalid"),
-        ("crit header", raw_token(&ed, &json!({"alg": "EdDSA", "kid": "ed", "crit": ["exp"]}), &good_claims), "crit_unsupported"),
-        ("scopegate assertion typ", raw_token(&ed, &json!({"alg": "EdDSA", "kid": "ed", "typ": "scopegate-assertion+jwt"}), &good_claims), "typ_rejected"),
-        ("signature truncated", valid[..valid.len() - 10].to_string(), "signature_invalid"),
-        ("signature not base64url", format!("{}.!!!!", valid.rsplit_once('.').unwrap().0), "unknown_token"),
-        ("signature of another token", format!("{}.{}", valid.rsplit_once('.').unwrap().0, ed.token("x", &[]).rsplit_once('.').unwrap().1), "signature_invalid"),
-        ("payload tampered", {
-            let parts: Vec<&str> = valid.split('.').collect();
-            format!("{}.{}.{}", parts[0], b64(&keys::claims("mallory", "operator.admin operator.pairing")), parts[2])
-        }, "signature_invalid"),
-        ("two segments", valid.rsplit_once('.').unwrap().0.to_string(), "unknown_token"),
+        (
+            "alg none with signature",
+            format!("{}c2ln", unsigned("none")),
+            "alg_none",
+        ),
+        (
+            "alg HS256 with the RSA public key, RSA kid",
+            hs_with_public(Some("rsa")),
+            "alg_mismatch",
+        ),
+        (
+            "alg HS256 with the RSA public key, no kid",
+            hs_with_public(None),
+            "no_key_for_alg",
+        ),
+        (
+            "unknown alg",
+            raw_token(&ed, &json!({"alg": "EdDSA", "kid": "ed"}), &good_claims).replacen(
+                &b64(&json!({"alg": "EdDSA", "kid": "ed"})),
+                &b64(&json!({"alg": "XS512", "kid": "ed"})),
+                1,
+            ),
+            "alg_unsupported",
+        ),
+        (
+            "wrong issuer",
+            with_claims(&|c| c["iss"] = "https://evil.example".into()),
+            "issuer_mismatch",
+        ),
+        (
+            "missing issuer",
+            with_claims(&|c| {
+                c.as_object_mut().unwrap().remove("iss");
+            }),
+            "claim_missing",
+        ),
+        (
+            "wrong audience",
+            with_claims(&|c| c["aud"] = "someone-else".into()),
+            "audience_mismatch",
+        ),
+        (
+            "missing audience",
+            with_claims(&|c| {
+                c.as_object_mut().unwrap().remove("aud");
+            }),
+            "claim_missing",
+        ),
+        (
+            "audience list without ours",
+            with_claims(&|c| c["aud"] = json!(["a", "b"])),
+            "audience_mismatch",
+        ),
+        (
+            "expired",
+            with_claims(&|c| c["exp"] = (now - 120).into()),
+            "token_expired",
+        ),
+        (
+            "missing exp",
+            with_claims(&|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            }),
+            "claim_missing",
+        ),
+        (
+            "not yet valid",
+            with_claims(&|c| c["nbf"] = (now + 600).into()),
+            "token_not_yet_valid",
+        ),
+        (
+            "string exp",
+            with_claims(&|c| c["exp"] = (now + 600).to_string().into()),
+            "claim_type",
+        ),
+        (
+            "string nbf",
+            with_claims(&|c| c["nbf"] = "0".into()),
+            "claim_type",
+        ),
+        (
+            "issued in the future",
+            with_claims(&|c| c["iat"] = (now + 900).into()),
+            "token_issued_in_future",
+        ),
+        (
+            "no subject",
+            with_claims(&|c| {
+                c.as_object_mut().unwrap().remove("sub");
+            }),
+            "subject_missing",
+        ),
+        (
+            "kid path injection",
+            raw_token(
+                &ed,
+                &json!({"alg": "EdDSA", "kid": "../../../../etc/passwd"}),
+                &good_claims,
+            ),
+            "kid_unknown",
+        ),
+        (
+            "kid SQL injection",
+            raw_token(
+                &ed,
+                &json!({"alg": "EdDSA", "kid": "x' OR '1'='1"}),
+                &good_claims,
+            ),
+            "kid_unknown",
+        ),
+        (
+            "kid object",
+            raw_token(
+                &ed,
+                &json!({"alg": "EdDSA", "kid": {"$ne": null}}),
+                &good_claims,
+            ),
+            "kid_invalid",
+        ),
+        (
+            "kid oversized",
+            raw_token(
+                &ed,
+                &json!({"alg": "EdDSA", "kid": "k".repeat(300)}),
+                &good_claims,
+            ),
+            "kid_invalid",
+        ),
+        (
+            "embedded jwk of the attacker",
+            raw_token(
+                &attacker,
+                &json!({"alg": "EdDSA", "jwk": attacker.jwk}),
+                &good_claims,
+            ),
+            "signature_invalid",
+        ),
+        (
+            "embedded jwk with the real kid",
+            raw_token(
+                &attacker,
+                &json!({"alg": "EdDSA", "kid": "ed", "jwk": attacker.jwk}),
+                &good_claims,
+            ),
+            "signature_invalid",
+        ),
+        (
+            "jku to the attacker",
+            raw_token(
+                &attacker,
+                &json!({"alg": "EdDSA", "kid": "attacker", "jku": "http://127.0.0.1:1/jwks"}),
+                &good_claims,
+            ),
+            "kid_unknown",
+        ),
+        (
+            "x5u to the attacker",
+            raw_token(
+                &attacker,
+                &json!({"alg": "EdDSA", "x5u": "http://127.0.0.1:1/cert"}),
+                &good_claims,
+            ),
+            "signature_invalid",
+        ),
+        (
+            "crit header",
+            raw_token(
+                &ed,
+                &json!({"alg": "EdDSA", "kid": "ed", "crit": ["exp"]}),
+                &good_claims,
+            ),
+            "crit_unsupported",
+        ),
+        (
+            "scopegate assertion typ",
+            raw_token(
+                &ed,
+                &json!({"alg": "EdDSA", "kid": "ed", "typ": "scopegate-assertion+jwt"}),
+                &good_claims,
+            ),
+            "typ_rejected",
+        ),
+        (
+            "signature truncated",
+            valid[..valid.len() - 10].to_string(),
+            "signature_invalid",
+        ),
+        (
+            "signature not base64url",
+            format!("{}.!!!!", valid.rsplit_once('.').unwrap().0),
+            "unknown_token",
+        ),
+        (
+            "signature of another token",
+            format!(
+                "{}.{}",
+                valid.rsplit_once('.').unwrap().0,
+                ed.token("x", &[]).rsplit_once('.').unwrap().1
+            ),
+            "signature_invalid",
+        ),
+        (
+            "payload tampered",
+            {
+                let parts: Vec<&str> = valid.split('.').collect();
+                format!(
+                    "{}.{}.{}",
+                    parts[0],
+                    b64(&keys::claims("mallory", "operator.admin operator.pairing")),
+                    parts[2]
+                )
+            },
+            "signature_invalid",
+        ),
+        (
+            "two segments",
+            valid.rsplit_once('.').unwrap().0.to_string(),
+            "unknown_token",
+        ),
         ("four segments", format!("{valid}.x"), "unknown_token"),
-        ("oversized", format!("{}.{}.sig", b64(&json!({"alg": "EdDSA", "kid": "ed"})), "A".repeat(20_000)), "token_too_large"),
-        ("header not JSON", format!("{}.{}.c2ln", scopegate::util::b64url(b"not json"), b64(&good_claims)), "token_malformed"),
+        (
+            "oversized",
+            format!(
+                "{}.{}.sig",
+                b64(&json!({"alg": "EdDSA", "kid": "ed"})),
+                "A".repeat(20_000)
+            ),
+            "token_too_large",
+        ),
+        (
+            "header not JSON",
+            format!(
+                "{}.{}.c2ln",
+                scopegate::util::b64url(b"not json"),
+                b64(&good_claims)
+            ),
+            "token_malformed",
+        ),
     ];
     for (name, token, code) in &cases {
         let got = get(&url(&p, "/v1/models"), &[("authorization", &bearer(token))]).await;
         assert_eq!(got.status, 401, "{name}: {}", got.text());
         let j = got.json();
         assert_eq!(j["error"]["type"], "unauthorized", "{name}");
-        assert_eq!(j["error"]["reason_codes"][0], *code, "{name}: {}", got.text());
+        assert_eq!(
+            j["error"]["reason_codes"][0],
+            *code,
+            "{name}: {}",
+            got.text()
+        );
         let challenge = got.header("www-authenticate").unwrap();
-        assert!(challenge.starts_with("Bearer realm=\"scopegate\", error=\"invalid_token\""), "{name}: {challenge}");
-        assert!(!got.text().contains(token.as_str()) || token.len() < 8, "{name}: the token is never echoed");
+        assert!(
+            challenge.starts_with("Bearer realm=\"scopegate\", error=\"invalid_token\""),
+            "{name}: {challenge}"
+        );
+        assert!(
+            !got.text().contains(token.as_str()) || token.len() < 8,
+            "{name}: the token is never echoed"
+        );
     }
     // Duplicate Authorization headers are ambiguous.
     let dup = raw(
@@ -248,10 +530,25 @@ async fn negative_suite_every_forgery_is_401_with_the_right_reason() {
     )
     .await;
     assert_eq!(raw_status(&dup), 401, "{dup}");
-    assert_eq!(raw_json(&dup)["error"]["reason_codes"][0], "duplicate_authorization");
-    assert_eq!(up.count(), 0, "no forged or malformed request reached the upstream");
+    assert_eq!(
+        raw_json(&dup)["error"]["reason_codes"][0],
+        "duplicate_authorization"
+    );
+    assert_eq!(
+        up.count(),
+        0,
+        "no forged or malformed request reached the upstream"
+    );
     // The real token still works.
-    assert_eq!(get(&url(&p, "/v1/models"), &[("authorization", &bearer(&valid))]).await.status, 200);
+    assert_eq!(
+        get(
+            &url(&p, "/v1/models"),
+            &[("authorization", &bearer(&valid))]
+        )
+        .await
+        .status,
+        200
+    );
 }
 
 #[tokio::test]
@@ -263,10 +560,17 @@ async fn expired_reason_says_by_how_much_without_echoing_the_token() {
     let mut c = keys::claims("bob", "operator.read");
     c["exp"] = (now - 100).into();
     let token = raw_token(&ed, &json!({"alg": "EdDSA", "kid": "ed"}), &c);
-    let got = get(&url(&p, "/v1/models"), &[("authorization", &bearer(&token))]).await;
+    let got = get(
+        &url(&p, "/v1/models"),
+        &[("authorization", &bearer(&token))],
+    )
+    .await;
     assert_eq!(got.status, 401);
     let challenge = got.header("www-authenticate").unwrap();
-    assert!(challenge.contains("error_description=\"token expired 10"), "{challenge}");
+    assert!(
+        challenge.contains("error_description=\"token expired 10"),
+        "{challenge}"
+    );
     assert!(!challenge.contains(&token[..20]));
 }
 
@@ -307,7 +611,9 @@ async fn spoofed_headers_in_every_spelling_never_reach_the_upstream() {
             .split('-')
             .map(|w| {
                 let mut c = w.chars();
-                c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
             })
             .collect::<Vec<_>>()
             .join("-");
@@ -332,12 +638,22 @@ async fn spoofed_headers_in_every_spelling_never_reach_the_upstream() {
         assert_eq!(raw_status(&resp), 200, "{name}: {resp}");
         let seen = up.last();
         for (k, v) in seen.headers.iter() {
-            assert_ne!(v.to_str().unwrap_or(""), "spoof", "{k} reached the upstream with the client's value");
+            assert_ne!(
+                v.to_str().unwrap_or(""),
+                "spoof",
+                "{k} reached the upstream with the client's value"
+            );
         }
     }
     let seen = up.last();
-    assert_eq!(seen.header("x-openclaw-scopes").as_deref(), Some("operator.read,operator.sessions.read"));
-    assert_eq!(seen.header("x-forwarded-user").as_deref(), Some("scopegate"));
+    assert_eq!(
+        seen.header("x-openclaw-scopes").as_deref(),
+        Some("operator.read,operator.sessions.read")
+    );
+    assert_eq!(
+        seen.header("x-forwarded-user").as_deref(),
+        Some("scopegate")
+    );
     assert_eq!(seen.header_all("x-forwarded-for"), vec!["192.0.2.1"]);
 
     // Nominating scopegate's own headers in Connection cannot remove them.
@@ -345,15 +661,24 @@ async fn spoofed_headers_in_every_spelling_never_reach_the_upstream() {
         &url(&p, "/v1/models"),
         &[
             ("authorization", &bearer(&token)),
-            ("connection", "x-scopegate-assertion, x-openclaw-scopes, x-forwarded-user, x-forwarded-for"),
+            (
+                "connection",
+                "x-scopegate-assertion, x-openclaw-scopes, x-forwarded-user, x-forwarded-for",
+            ),
         ],
     )
     .await;
     assert_eq!(got.status, 200);
     let seen = up.last();
     assert!(seen.header("x-scopegate-assertion").is_some());
-    assert_eq!(seen.header("x-openclaw-scopes").as_deref(), Some("operator.read,operator.sessions.read"));
-    assert_eq!(seen.header("x-forwarded-user").as_deref(), Some("scopegate"));
+    assert_eq!(
+        seen.header("x-openclaw-scopes").as_deref(),
+        Some("operator.read,operator.sessions.read")
+    );
+    assert_eq!(
+        seen.header("x-forwarded-user").as_deref(),
+        Some("scopegate")
+    );
     assert!(seen.header("x-forwarded-for").is_some());
 
     // In trailers, over HTTP/2: managed names are dropped there too.
@@ -367,19 +692,35 @@ async fn spoofed_headers_in_every_spelling_never_reach_the_upstream() {
     }
     trailers.insert("x-innocent", "kept".parse().unwrap());
     let frames = vec![
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(bytes::Bytes::from_static(b"{}"))),
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(
+            bytes::Bytes::from_static(b"{}"),
+        )),
         Ok(hyper::body::Frame::trailers(trailers)),
     ];
     let mut h2 = client::h2c(p.addr).await;
     let req = Request::post(format!("http://{}/v1/responses", p.addr))
-        .header("authorization", bearer(&ed.token("writer", &["operator.write"])))
-        .body(http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(frames))))
+        .header(
+            "authorization",
+            bearer(&ed.token("writer", &["operator.write"])),
+        )
+        .body(http_body_util::BodyExt::boxed(
+            http_body_util::StreamBody::new(futures_util::stream::iter(frames)),
+        ))
         .unwrap();
-    let got = client::collect(within(10, "h2 trailers", h2.send_request(req)).await.unwrap()).await;
+    let got = client::collect(
+        within(10, "h2 trailers", h2.send_request(req))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.text());
     if let Some(t) = up.last().trailers {
         for (k, v) in t.iter() {
-            assert_ne!(v.to_str().unwrap_or(""), "spoof", "trailer {k} reached the upstream");
+            assert_ne!(
+                v.to_str().unwrap_or(""),
+                "spoof",
+                "trailer {k} reached the upstream"
+            );
         }
     }
 }
@@ -395,12 +736,23 @@ fn tailscale_config(up: &Upstream, tailscale: &str) -> String {
 async fn tailscale_identity_only_from_trusted_peers() {
     let up = Upstream::start().await;
     let trusted = proxy::start(&tailscale_config(&up, "trusted_peers = [\"127.0.0.1/32\"]"));
-    let h = [("tailscale-user-login", "alice@example.com"), ("tailscale-user-name", "Alice"), ("x-forwarded-for", "100.64.0.7")];
+    let h = [
+        ("tailscale-user-login", "alice@example.com"),
+        ("tailscale-user-name", "Alice"),
+        ("x-forwarded-for", "100.64.0.7"),
+    ];
     let got = client::send("POST", &url(&trusted, "/v1/responses"), &h, "{}").await;
     assert_eq!(got.status, 200, "{}", got.text());
     let seen = up.last();
-    assert_eq!(seen.header("x-forwarded-user").as_deref(), Some("alice@example.com"));
-    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("100.64.0.7"), "serve's XFF is the client");
+    assert_eq!(
+        seen.header("x-forwarded-user").as_deref(),
+        Some("alice@example.com")
+    );
+    assert_eq!(
+        seen.header("x-forwarded-for").as_deref(),
+        Some("100.64.0.7"),
+        "serve's XFF is the client"
+    );
     assert!(seen.header("tailscale-user-login").is_none());
     let claims = assertion_claims(&seen.header("x-scopegate-assertion").unwrap());
     assert_eq!(claims["amr"][0], "tailscale");
@@ -418,12 +770,19 @@ async fn tailscale_over_the_unix_socket_listener_with_rfc2047_names() {
     let up = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("sg.sock");
-    let cfg = tailscale_config(&up, "trusted_peers = [\"unix\"]").replace("listen = \"127.0.0.1:0\"", &format!("listen = \"unix:{}\"", sock.display()));
+    let cfg = tailscale_config(&up, "trusted_peers = [\"unix\"]").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"unix:{}\"", sock.display()),
+    );
     let cfg_path = dir.path().join("scopegate.toml");
     std::fs::write(&cfg_path, &cfg).unwrap();
-    let handle = scopegate::server::start(scopegate::config::Config::load(&cfg_path).unwrap()).unwrap();
+    let handle =
+        scopegate::server::start(scopegate::config::Config::load(&cfg_path).unwrap()).unwrap();
     let stream = tokio::net::UnixStream::connect(&sock).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let req = Request::get("/.scopegate/whoami")
         .header("host", "gateway.tail1234.ts.net")
@@ -432,7 +791,12 @@ async fn tailscale_over_the_unix_socket_listener_with_rfc2047_names() {
         .header("x-forwarded-for", "100.64.0.8")
         .body(client::empty())
         .unwrap();
-    let got = client::collect(within(10, "unix whoami", send.send_request(req)).await.unwrap()).await;
+    let got = client::collect(
+        within(10, "unix whoami", send.send_request(req))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.text());
     let j = got.json();
     assert_eq!(j["subject"], "zoë@example.com");
@@ -448,66 +812,150 @@ async fn tailscale_whois_confirms_or_denies() {
     let whois = WhoIs::start().await;
     whois.user("100.64.0.7", "alice@example.com", "Alice");
     let p = proxy::start(&tailscale_config(&up, &format!("trusted_peers = [\"127.0.0.1/32\"]\nwhois_socket = \"{}\"\napp_capability = \"example.com/cap/openclaw\"", whois.socket.display())));
-    let agree = [("tailscale-user-login", "alice@example.com"), ("x-forwarded-for", "100.64.0.7")];
+    let agree = [
+        ("tailscale-user-login", "alice@example.com"),
+        ("x-forwarded-for", "100.64.0.7"),
+    ];
     let got = client::send("POST", &url(&p, "/v1/responses"), &agree, "{}").await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert!(whois.calls.load(std::sync::atomic::Ordering::SeqCst) >= 1);
 
     // The header claims alice, but tailscaled says this address is bob's.
     whois.user("100.64.0.9", "bob@example.com", "Bob");
-    let disagree = [("tailscale-user-login", "alice@example.com"), ("x-forwarded-for", "100.64.0.9")];
+    let disagree = [
+        ("tailscale-user-login", "alice@example.com"),
+        ("x-forwarded-for", "100.64.0.9"),
+    ];
     let got = client::send("POST", &url(&p, "/v1/responses"), &disagree, "{}").await;
     assert_eq!(got.status, 401);
     let j = got.json();
     assert_eq!(j["error"]["reason_codes"][0], "tailscale_whois_mismatch");
-    assert!(j["error"]["message"].as_str().unwrap().contains("bob@example.com"));
+    assert!(j["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("bob@example.com"));
 
     // An address tailscaled does not know.
-    let unknown = [("tailscale-user-login", "alice@example.com"), ("x-forwarded-for", "100.64.0.99")];
+    let unknown = [
+        ("tailscale-user-login", "alice@example.com"),
+        ("x-forwarded-for", "100.64.0.99"),
+    ];
     let got = client::send("POST", &url(&p, "/v1/responses"), &unknown, "{}").await;
     assert_eq!(got.status, 503);
-    assert_eq!(got.json()["error"]["reason_codes"][0], "tailscale_whois_failed");
+    assert_eq!(
+        got.json()["error"]["reason_codes"][0],
+        "tailscale_whois_failed"
+    );
 }
 
 #[tokio::test]
 async fn tagged_nodes_get_scopes_from_capability_grants_or_a_reason() {
     let up = Upstream::start().await;
     let cap = "example.com/cap/openclaw";
-    let p = proxy::start(&tailscale_config(&up, &format!("trusted_peers = [\"127.0.0.1/32\"]\napp_capability = \"{cap}\"")));
+    let p = proxy::start(&tailscale_config(
+        &up,
+        &format!("trusted_peers = [\"127.0.0.1/32\"]\napp_capability = \"{cap}\""),
+    ));
     let caps = json!({ cap: [{"scopes": ["operator.read"]}] }).to_string();
-    let tagged = [("tailscale-app-capabilities", caps.as_str()), ("x-forwarded-for", "100.64.0.20")];
-    assert_eq!(client::get(&url(&p, "/v1/models"), &tagged).await.status, 200);
+    let tagged = [
+        ("tailscale-app-capabilities", caps.as_str()),
+        ("x-forwarded-for", "100.64.0.20"),
+    ];
+    assert_eq!(
+        client::get(&url(&p, "/v1/models"), &tagged).await.status,
+        200
+    );
     let seen = up.last();
-    assert_eq!(seen.header("x-openclaw-scopes").as_deref(), Some("operator.read,operator.sessions.read"));
+    assert_eq!(
+        seen.header("x-openclaw-scopes").as_deref(),
+        Some("operator.read,operator.sessions.read")
+    );
     let got = client::send("POST", &url(&p, "/v1/responses"), &tagged, "{}").await;
     assert_eq!(got.status, 403);
-    assert_eq!(got.json()["error"]["message"], "missing scope: operator.write");
+    assert_eq!(
+        got.json()["error"]["message"],
+        "missing scope: operator.write"
+    );
 
     // A tagged node whose grants do not include scopegate's capability.
     let other = json!({"example.com/cap/other": [{"x": 1}]}).to_string();
-    let got = client::get(&url(&p, "/v1/models"), &[("tailscale-app-capabilities", other.as_str()), ("x-forwarded-for", "100.64.0.21")]).await;
+    let got = client::get(
+        &url(&p, "/v1/models"),
+        &[
+            ("tailscale-app-capabilities", other.as_str()),
+            ("x-forwarded-for", "100.64.0.21"),
+        ],
+    )
+    .await;
     assert_eq!(got.status, 401);
     let j = got.json();
-    let codes: Vec<&str> = j["error"]["reason_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let codes: Vec<&str> = j["error"]["reason_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
     assert!(codes.contains(&"tailscale_tagged_no_grant"), "{codes:?}");
     assert!(j["error"]["reasons"].to_string().contains(cap));
 
     // With WhoIs, the node's name and tags are used: tag:ci is granted read by [[grants]].
     let whois = WhoIs::start().await;
-    whois.tagged("100.64.0.30", "ci-runner.tail1234.ts.net.", &["tag:ci"], None);
-    let p = proxy::start(&tailscale_config(&up, &format!("trusted_peers = [\"127.0.0.1/32\"]\napp_capability = \"{cap}\"\nwhois_socket = \"{}\"", whois.socket.display())));
-    let marker = [("tailscale-headers-info", "https://tailscale.com/s/serve-headers"), ("x-forwarded-for", "100.64.0.30")];
+    whois.tagged(
+        "100.64.0.30",
+        "ci-runner.tail1234.ts.net.",
+        &["tag:ci"],
+        None,
+    );
+    let p = proxy::start(&tailscale_config(
+        &up,
+        &format!(
+            "trusted_peers = [\"127.0.0.1/32\"]\napp_capability = \"{cap}\"\nwhois_socket = \"{}\"",
+            whois.socket.display()
+        ),
+    ));
+    let marker = [
+        (
+            "tailscale-headers-info",
+            "https://tailscale.com/s/serve-headers",
+        ),
+        ("x-forwarded-for", "100.64.0.30"),
+    ];
     let got = client::get(&url(&p, "/.scopegate/whoami"), &marker).await;
     let j = got.json();
     assert_eq!(j["subject"], "ci-runner.tail1234.ts.net", "{j}");
     assert_eq!(j["groups"], json!(["tag:ci"]));
     // No capability grant, but WhoIs confirmed the node, and [[grants]] give tag:ci read.
-    assert_eq!(client::get(&url(&p, "/v1/models"), &marker).await.status, 200);
-    assert_eq!(client::send("POST", &url(&p, "/v1/responses"), &marker, "{}").await.status, 403);
-    whois.tagged("100.64.0.31", "ci-2.tail1234.ts.net.", &["tag:ci"], Some((cap, json!([{"scopes": ["operator.write"]}]))));
-    let got = client::send("POST", &url(&p, "/v1/responses"), &[("tailscale-headers-info", "x"), ("x-forwarded-for", "100.64.0.31")], "{}").await;
+    assert_eq!(
+        client::get(&url(&p, "/v1/models"), &marker).await.status,
+        200
+    );
+    assert_eq!(
+        client::send("POST", &url(&p, "/v1/responses"), &marker, "{}")
+            .await
+            .status,
+        403
+    );
+    whois.tagged(
+        "100.64.0.31",
+        "ci-2.tail1234.ts.net.",
+        &["tag:ci"],
+        Some((cap, json!([{"scopes": ["operator.write"]}]))),
+    );
+    let got = client::send(
+        "POST",
+        &url(&p, "/v1/responses"),
+        &[
+            ("tailscale-headers-info", "x"),
+            ("x-forwarded-for", "100.64.0.31"),
+        ],
+        "{}",
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.text());
-    assert_eq!(up.last().header("x-forwarded-user").as_deref(), Some("scopegate"));
+    assert_eq!(
+        up.last().header("x-forwarded-user").as_deref(),
+        Some("scopegate")
+    );
 }
 
 #[tokio::test]
@@ -526,19 +974,42 @@ async fn trusted_proxy_user_and_groups_with_xff_from_the_right() {
     let got = client::send("POST", &url(&p, "/v1/responses"), &h, "{}").await;
     assert_eq!(got.status, 200, "{}", got.text());
     let seen = up.last();
-    assert_eq!(seen.header_all("x-forwarded-for"), vec!["198.51.100.7"], "the hop the trusted proxy saw, not the client's claim");
-    assert!(seen.header("x-auth-request-user").is_none(), "the proxy's own identity headers are not passed on");
+    assert_eq!(
+        seen.header_all("x-forwarded-for"),
+        vec!["198.51.100.7"],
+        "the hop the trusted proxy saw, not the client's claim"
+    );
+    assert!(
+        seen.header("x-auth-request-user").is_none(),
+        "the proxy's own identity headers are not passed on"
+    );
     let claims = assertion_claims(&seen.header("x-scopegate-assertion").unwrap());
     assert_eq!(claims["sub"], "carol");
     assert_eq!(claims["amr"][0], "trusted_proxy");
     assert_eq!(claims["client_ip"], "198.51.100.7");
     // Without the group, carol has nothing.
-    let got = client::send("POST", &url(&p, "/v1/responses"), &[("x-auth-request-user", "carol")], "{}").await;
+    let got = client::send(
+        "POST",
+        &url(&p, "/v1/responses"),
+        &[("x-auth-request-user", "carol")],
+        "{}",
+    )
+    .await;
     assert_eq!(got.status, 403);
     // An alias spelling passed through by the proxy is a smuggling attempt.
-    let got = client::get(&url(&p, "/v1/models"), &[("x-auth-request-user", "carol"), ("x_auth_request_user", "admin")]).await;
+    let got = client::get(
+        &url(&p, "/v1/models"),
+        &[
+            ("x-auth-request-user", "carol"),
+            ("x_auth_request_user", "admin"),
+        ],
+    )
+    .await;
     assert_eq!(got.status, 400);
-    assert_eq!(got.json()["error"]["reason_codes"][0], "smuggled_header_alias");
+    assert_eq!(
+        got.json()["error"]["reason_codes"][0],
+        "smuggled_header_alias"
+    );
 }
 
 #[tokio::test]
@@ -550,18 +1021,33 @@ async fn precedence_bearer_wins_invalid_bearer_never_falls_back_conflicts_are_40
     let ts = ("tailscale-user-login", "alice@example.com");
     // A valid JWT for bob arriving through Tailscale as alice: bob it is, alice is only "seen".
     let bob = ed.token("bob", &["operator.read"]);
-    let got = get(&url(&p, "/.scopegate/whoami"), &[("authorization", &bearer(&bob)), ts]).await;
+    let got = get(
+        &url(&p, "/.scopegate/whoami"),
+        &[("authorization", &bearer(&bob)), ts],
+    )
+    .await;
     let j = got.json();
     assert_eq!(j["subject"], "bob");
     assert_eq!(j["seen"][0]["subject"], "alice@example.com");
-    assert_eq!(j["effective"], json!(["operator.read", "operator.sessions.read"]), "never merged with alice's admin");
+    assert_eq!(
+        j["effective"],
+        json!(["operator.read", "operator.sessions.read"]),
+        "never merged with alice's admin"
+    );
     // A broken bearer with a perfectly good Tailscale identity is still a 401.
-    let got = get(&url(&p, "/v1/models"), &[("authorization", "Bearer garbage.garbage.garbage"), ts]).await;
+    let got = get(
+        &url(&p, "/v1/models"),
+        &[("authorization", "Bearer garbage.garbage.garbage"), ts],
+    )
+    .await;
     assert_eq!(got.status, 401);
     // Tailscale says alice, the trusted proxy says mallory.
     let got = get(&url(&p, "/v1/models"), &[ts, ("x-auth-user", "mallory")]).await;
     assert_eq!(got.status, 400);
-    assert_eq!(got.json()["error"]["reason_codes"][0], "conflicting_identities");
+    assert_eq!(
+        got.json()["error"]["reason_codes"][0],
+        "conflicting_identities"
+    );
     // Two copies of the login are ambiguous.
     let dup = raw(
         p.addr,
@@ -582,15 +1068,37 @@ async fn api_tokens_identify_and_unknown_ones_are_refused() {
         scopegate::identity::api_token::sha256_hex(b"sg_live_abc123")
     );
     let p = proxy::start(&cfg);
-    let got = get(&url(&p, "/v1/models"), &[("authorization", "Bearer sg_live_abc123")]).await;
+    let got = get(
+        &url(&p, "/v1/models"),
+        &[("authorization", "Bearer sg_live_abc123")],
+    )
+    .await;
     assert_eq!(got.status, 200);
     let seen = up.last();
-    assert_eq!(seen.header("x-forwarded-user").as_deref(), Some("ci-bot"), "named subjects keep their name");
-    assert_eq!(assertion_claims(&seen.header("x-scopegate-assertion").unwrap())["amr"][0], "api_token");
-    let got = get(&url(&p, "/v1/models"), &[("authorization", "Bearer sg_live_abc124")]).await;
+    assert_eq!(
+        seen.header("x-forwarded-user").as_deref(),
+        Some("ci-bot"),
+        "named subjects keep their name"
+    );
+    assert_eq!(
+        assertion_claims(&seen.header("x-scopegate-assertion").unwrap())["amr"][0],
+        "api_token"
+    );
+    let got = get(
+        &url(&p, "/v1/models"),
+        &[("authorization", "Bearer sg_live_abc124")],
+    )
+    .await;
     assert_eq!(got.status, 401);
     assert_eq!(got.json()["error"]["reason_codes"][0], "unknown_token");
-    let got = get(&url(&p, "/v1/models"), &[("authorization", "Basic Y2k6Ym90")]).await;
+    let got = get(
+        &url(&p, "/v1/models"),
+        &[("authorization", "Basic Y2k6Ym90")],
+    )
+    .await;
     assert_eq!(got.status, 401);
-    assert!(got.header("www-authenticate").unwrap().contains("invalid_request"));
+    assert!(got
+        .header("www-authenticate")
+        .unwrap()
+        .contains("invalid_request"));
 }

@@ -22,14 +22,19 @@ fn config(upstream: &str) -> String {
 const AUTH: (&str, &str) = ("authorization", "Bearer ws-token");
 
 async fn next(ws: &mut support::client::Ws) -> Message {
-    within(5, "websocket message", ws.next()).await.expect("socket ended").expect("frame error")
+    within(5, "websocket message", ws.next())
+        .await
+        .expect("socket ended")
+        .expect("frame error")
 }
 
 #[tokio::test]
 async fn echo_round_trips_text_binary_ping_and_close_codes() {
     let up = Upstream::start().await;
     let p = proxy::start(&config(&up.url()));
-    let mut ws = ws_connect(&format!("ws://{}/ws", p.addr), &[AUTH]).await.unwrap();
+    let mut ws = ws_connect(&format!("ws://{}/ws", p.addr), &[AUTH])
+        .await
+        .unwrap();
 
     ws.send(Message::text("hello")).await.unwrap();
     assert_eq!(next(&mut ws).await, Message::text("hello"));
@@ -38,15 +43,12 @@ async fn echo_round_trips_text_binary_ping_and_close_codes() {
     ws.send(Message::binary(blob.clone())).await.unwrap();
     assert_eq!(next(&mut ws).await, Message::binary(blob));
 
-    ws.send(Message::Ping(b"are you there".to_vec().into())).await.unwrap();
-    loop {
-        match next(&mut ws).await {
-            Message::Pong(p) => {
-                assert_eq!(&p[..], b"are you there");
-                break;
-            }
-            other => panic!("expected pong, got {other:?}"),
-        }
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    match next(&mut ws).await {
+        Message::Pong(p) => assert_eq!(&p[..], b"are you there"),
+        other => panic!("expected pong, got {other:?}"),
     }
 
     // The upstream closes with 4001: the code reaches the client unchanged.
@@ -75,7 +77,9 @@ async fn echo_round_trips_text_binary_ping_and_close_codes() {
 async fn client_close_code_reaches_the_upstream_side() {
     let up = Upstream::start().await;
     let p = proxy::start(&config(&up.url()));
-    let mut ws = ws_connect(&format!("ws://{}/ws", p.addr), &[AUTH]).await.unwrap();
+    let mut ws = ws_connect(&format!("ws://{}/ws", p.addr), &[AUTH])
+        .await
+        .unwrap();
     ws.send(Message::text("x")).await.unwrap();
     assert_eq!(next(&mut ws).await, Message::text("x"));
     ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
@@ -106,14 +110,20 @@ async fn firefox_style_connection_header_upgrades() {
     let n = within(5, "101", s.read(&mut buf)).await.unwrap();
     let head = String::from_utf8_lossy(&buf[..n]);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
 }
 
 #[tokio::test]
 async fn upgrade_without_credentials_is_refused_before_the_upstream() {
     let up = Upstream::start().await;
     let p = proxy::start(&config(&up.url()));
-    let err = ws_connect(&format!("ws://{}/ws", p.addr), &[]).await.err().expect("refused");
+    let err = ws_connect(&format!("ws://{}/ws", p.addr), &[])
+        .await
+        .expect_err("refused");
     assert_eq!(err.0, 401);
     assert_eq!(up.count(), 0);
 }
@@ -122,7 +132,9 @@ async fn upgrade_without_credentials_is_refused_before_the_upstream() {
 async fn many_messages_both_ways_keep_order() {
     let up = Upstream::start().await;
     let p = proxy::start(&config(&up.url()));
-    let ws = ws_connect(&format!("ws://{}/ws", p.addr), &[AUTH]).await.unwrap();
+    let ws = ws_connect(&format!("ws://{}/ws", p.addr), &[AUTH])
+        .await
+        .unwrap();
     let (mut tx, mut rx) = ws.split();
     let writer = tokio::spawn(async move {
         for i in 0..2000 {
@@ -131,7 +143,10 @@ async fn many_messages_both_ways_keep_order() {
         tx
     });
     for i in 0..2000 {
-        let m = within(10, "ordered echo", rx.next()).await.unwrap().unwrap();
+        let m = within(10, "ordered echo", rx.next())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(m, Message::text(format!("m{i}")));
     }
     let _ = writer.await;

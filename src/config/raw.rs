@@ -168,9 +168,7 @@ pub struct RawPolicy {
 #[serde(untagged)]
 pub enum RawDefaultRoute {
     Word(String),
-    Require {
-        require: Vec<String>,
-    },
+    Require { require: Vec<String> },
 }
 
 #[derive(Debug, Deserialize)]

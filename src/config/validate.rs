@@ -107,7 +107,10 @@ impl Checker<'_> {
         match std::fs::read(&full) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
-                self.err(p.span(), format!("cannot read {what} {}: {e}", full.display()));
+                self.err(
+                    p.span(),
+                    format!("cannot read {what} {}: {e}", full.display()),
+                );
                 None
             }
         }
@@ -196,7 +199,10 @@ fn build(ck: &mut Checker, raw: RawConfig, path: Option<&Path>) -> Option<Config
 
     let server = server_config(ck, raw.server);
     let upstream = upstream_config(ck, raw.upstream);
-    let profile = upstream.as_ref().map(|u| u.profile).unwrap_or(Profile::Generic);
+    let profile = upstream
+        .as_ref()
+        .map(|u| u.profile)
+        .unwrap_or(Profile::Generic);
 
     let jwt = raw.jwt.and_then(|j| jwt_config(ck, j));
 
@@ -242,7 +248,10 @@ fn build(ck: &mut Checker, raw: RawConfig, path: Option<&Path>) -> Option<Config
                 ]
             }),
             whois_socket: t.whois_socket.map(|p| ck.path(&p)),
-            whois_timeout: t.whois_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(2)),
+            whois_timeout: t
+                .whois_timeout
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_secs(2)),
             app_capability: t.app_capability,
         }
     });
@@ -254,7 +263,10 @@ fn build(ck: &mut Checker, raw: RawConfig, path: Option<&Path>) -> Option<Config
         let span = t.span();
         let t = t.into_inner();
         if t.peers.get_ref().is_empty() {
-            ck.err(t.peers.span(), "[trusted_proxy] peers must name at least one address");
+            ck.err(
+                t.peers.span(),
+                "[trusted_proxy] peers must name at least one address",
+            );
         }
         check_not_trust_all(ck, t.peers.get_ref(), span, "[trusted_proxy] peers");
         TrustedProxyConfig {
@@ -305,14 +317,18 @@ fn build(ck: &mut Checker, raw: RawConfig, path: Option<&Path>) -> Option<Config
                 RawDefaultRoute::Word(w) => {
                     ck.err(
                         span,
-                        format!("default_route must be \"deny\" or {{ require = [...] }}, not {w:?}"),
+                        format!(
+                            "default_route must be \"deny\" or {{ require = [...] }}, not {w:?}"
+                        ),
                     );
                     DefaultRoute::Deny
                 }
                 RawDefaultRoute::Require { require } => {
                     // Untagged enums lose inner spans; point at the default_route value instead.
-                    let spanned: Vec<Spanned<String>> =
-                        require.into_iter().map(|s| Spanned::new(span.clone(), s)).collect();
+                    let spanned: Vec<Spanned<String>> = require
+                        .into_iter()
+                        .map(|s| Spanned::new(span.clone(), s))
+                        .collect();
                     DefaultRoute::Require(check_scopes(ck, &spanned))
                 }
             }
@@ -378,8 +394,15 @@ fn scopes_config(ck: &mut Checker, raw: Option<Spanned<RawScopes>>) -> ScopesCon
     let mut catalogue: Vec<String> = Vec::new();
     for s in &raw.catalogue {
         let name = s.get_ref();
-        if name.is_empty() || name.contains(char::is_whitespace) || name.contains(',') || name == "*" {
-            ck.err(s.span(), format!("invalid scope name {name:?}: no spaces, commas or `*`"));
+        if name.is_empty()
+            || name.contains(char::is_whitespace)
+            || name.contains(',')
+            || name == "*"
+        {
+            ck.err(
+                s.span(),
+                format!("invalid scope name {name:?}: no spaces, commas or `*`"),
+            );
         } else if catalogue.contains(name) {
             ck.err(s.span(), format!("scope {name:?} is listed twice"));
         } else {
@@ -387,7 +410,10 @@ fn scopes_config(ck: &mut Checker, raw: Option<Spanned<RawScopes>>) -> ScopesCon
         }
     }
     if catalogue.is_empty() {
-        ck.err(span.clone(), "[scopes] catalogue must list at least one scope");
+        ck.err(
+            span.clone(),
+            "[scopes] catalogue must list at least one scope",
+        );
     }
     if catalogue.len() > crate::policy::scopes::MAX_SCOPES {
         ck.err(
@@ -411,7 +437,13 @@ fn scopes_config(ck: &mut Checker, raw: Option<Spanned<RawScopes>>) -> ScopesCon
             if t.get_ref() == "*" || catalogue.contains(t.get_ref()) {
                 to.push(t.into_inner());
             } else {
-                ck.err(t.span(), format!("[scopes.implies] {from:?} implies unknown scope {:?}", t.get_ref()));
+                ck.err(
+                    t.span(),
+                    format!(
+                        "[scopes.implies] {from:?} implies unknown scope {:?}",
+                        t.get_ref()
+                    ),
+                );
             }
         }
         implies.push((from, to));
@@ -458,25 +490,43 @@ fn server_config(ck: &mut Checker, raw: RawServer) -> Option<ServerConfig> {
         let cert_file = ck.path(t.cert_file.get_ref());
         let key_file = ck.path(t.key_file.get_ref());
         if !cert_file.exists() {
-            ck.err(t.cert_file.span(), format!("TLS certificate {} does not exist", cert_file.display()));
+            ck.err(
+                t.cert_file.span(),
+                format!("TLS certificate {} does not exist", cert_file.display()),
+            );
         }
         if !key_file.exists() {
-            ck.err(t.key_file.span(), format!("TLS key {} does not exist", key_file.display()));
+            ck.err(
+                t.key_file.span(),
+                format!("TLS key {} does not exist", key_file.display()),
+            );
         }
-        TlsConfig { cert_file, key_file }
+        TlsConfig {
+            cert_file,
+            key_file,
+        }
     });
     let unix_socket_mode = raw.unix_socket_mode.and_then(|m| {
         match u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8) {
             Ok(v) if v <= 0o777 => Some(v),
             _ => {
-                ck.err(m.span(), format!("unix_socket_mode must be octal like \"0660\", not {:?}", m.get_ref()));
+                ck.err(
+                    m.span(),
+                    format!(
+                        "unix_socket_mode must be octal like \"0660\", not {:?}",
+                        m.get_ref()
+                    ),
+                );
                 None
             }
         }
     });
     let listen = raw
         .listen
-        .unwrap_or(ListenAddr::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 8080))));
+        .unwrap_or(ListenAddr::Tcp(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            8080,
+        ))));
     Some(ServerConfig {
         listen,
         tls,
@@ -488,14 +538,13 @@ fn server_config(ck: &mut Checker, raw: RawServer) -> Option<ServerConfig> {
             .unwrap_or(Duration::from_secs(20)),
         max_header_bytes,
         max_headers,
-        max_body_bytes: Some(
-            raw.max_body_bytes
-                .map(|b| b.0)
-                .unwrap_or(256 * 1024 * 1024),
-        )
-        .filter(|&b| b > 0),
+        max_body_bytes: Some(raw.max_body_bytes.map(|b| b.0).unwrap_or(256 * 1024 * 1024))
+            .filter(|&b| b > 0),
         max_connections,
-        idle_timeout: raw.idle_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(300)),
+        idle_timeout: raw
+            .idle_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(300)),
         websocket_idle_timeout: raw
             .websocket_idle_timeout
             .map(|d| d.0)
@@ -520,7 +569,10 @@ fn upstream_config(ck: &mut Checker, raw: Option<Spanned<RawUpstream>>) -> Optio
     let uri: http::Uri = match raw.url.get_ref().parse() {
         Ok(u) => u,
         Err(e) => {
-            ck.err(url_span, format!("invalid upstream url {:?}: {e}", raw.url.get_ref()));
+            ck.err(
+                url_span,
+                format!("invalid upstream url {:?}: {e}", raw.url.get_ref()),
+            );
             return None;
         }
     };
@@ -545,14 +597,20 @@ fn upstream_config(ck: &mut Checker, raw: Option<Spanned<RawUpstream>>) -> Optio
         Some("openclaw") => Profile::OpenClaw,
         Some(other) => {
             let span = raw.profile.as_ref().map(|p| p.span()).unwrap_or(url_span);
-            ck.err(span, format!("unknown profile {other:?}: use \"openclaw\" or \"generic\""));
+            ck.err(
+                span,
+                format!("unknown profile {other:?}: use \"openclaw\" or \"generic\""),
+            );
             Profile::Generic
         }
     };
     let ca_file = raw.ca_file.map(|p| {
         let full = ck.path(p.get_ref());
         if !full.exists() {
-            ck.err(p.span(), format!("CA file {} does not exist", full.display()));
+            ck.err(
+                p.span(),
+                format!("CA file {} does not exist", full.display()),
+            );
         }
         full
     });
@@ -562,7 +620,10 @@ fn upstream_config(ck: &mut Checker, raw: Option<Spanned<RawUpstream>>) -> Optio
         authority,
         base_path,
         profile,
-        connect_timeout: raw.connect_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(5)),
+        connect_timeout: raw
+            .connect_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(5)),
         response_header_timeout: raw
             .response_header_timeout
             .map(|d| d.0)
@@ -585,7 +646,10 @@ fn jwt_config(ck: &mut Checker, raw: Spanned<RawJwt>) -> Option<JwtConfig> {
     let issuer = match raw.issuer {
         Some(i) if !i.get_ref().is_empty() => i.into_inner(),
         _ => {
-            ck.err(span.clone(), "[jwt] issuer is required (RFC 8725 §3.8: always check `iss`)");
+            ck.err(
+                span.clone(),
+                "[jwt] issuer is required (RFC 8725 §3.8: always check `iss`)",
+            );
             String::new()
         }
     };
@@ -594,7 +658,10 @@ fn jwt_config(ck: &mut Checker, raw: Spanned<RawJwt>) -> Option<JwtConfig> {
             a.into_inner().0
         }
         _ => {
-            ck.err(span.clone(), "[jwt] audience is required (RFC 8725 §3.9: always check `aud`)");
+            ck.err(
+                span.clone(),
+                "[jwt] audience is required (RFC 8725 §3.9: always check `aud`)",
+            );
             Vec::new()
         }
     };
@@ -611,7 +678,9 @@ fn jwt_config(ck: &mut Checker, raw: Spanned<RawJwt>) -> Option<JwtConfig> {
             .get_ref()
             .parse::<http::Uri>()
             .ok()
-            .filter(|u| matches!(u.scheme_str(), Some("http") | Some("https")) && u.host().is_some())
+            .filter(|u| {
+                matches!(u.scheme_str(), Some("http") | Some("https")) && u.host().is_some()
+            })
             .is_some();
         if !ok {
             ck.err(url.span(), format!("invalid jwks_url {:?}", url.get_ref()));
@@ -662,12 +731,18 @@ fn jwt_config(ck: &mut Checker, raw: Spanned<RawJwt>) -> Option<JwtConfig> {
         audience,
         leeway,
         jwks_url: raw.jwks_url.map(|u| u.into_inner()),
-        jwks_refresh: raw.jwks_refresh.map(|d| d.0).unwrap_or(Duration::from_secs(600)),
+        jwks_refresh: raw
+            .jwks_refresh
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(600)),
         jwks_refetch_min_interval: raw
             .jwks_refetch_min_interval
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(30)),
-        jwks_timeout: raw.jwks_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(5)),
+        jwks_timeout: raw
+            .jwks_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(5)),
         jwks_algorithms,
         scope_claims: raw
             .scope_claims
@@ -716,15 +791,26 @@ fn jwt_key(ck: &mut Checker, raw: Spanned<RawJwtKey>) -> Option<JwtKeyConfig> {
     }
     if algorithm.is_hmac() {
         let (secret, origin, at) = if let Some(env) = &raw.secret_env {
-            (ck.read_env(env, "JWT secret")?, format!("env {}", env.get_ref()), env.span())
+            (
+                ck.read_env(env, "JWT secret")?,
+                format!("env {}", env.get_ref()),
+                env.span(),
+            )
         } else if let Some(file) = &raw.secret_file {
             let mut bytes = ck.read_file(file, "JWT secret")?;
             while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                 bytes.pop();
             }
-            (bytes, format!("file {}", file.get_ref().display()), file.span())
+            (
+                bytes,
+                format!("file {}", file.get_ref().display()),
+                file.span(),
+            )
         } else {
-            ck.err(raw.algorithm.span(), format!("{algorithm} needs secret_env or secret_file"));
+            ck.err(
+                raw.algorithm.span(),
+                format!("{algorithm} needs secret_env or secret_file"),
+            );
             return None;
         };
         if secret.len() < algorithm.min_secret_len() {
@@ -773,7 +859,13 @@ fn jwt_key(ck: &mut Checker, raw: Spanned<RawJwtKey>) -> Option<JwtKeyConfig> {
                 origin: format!("file {}", file.get_ref().display()),
             }),
             Err(e) => {
-                ck.err(file.span(), format!("cannot use {} as a {algorithm} public key: {e}", file.get_ref().display()));
+                ck.err(
+                    file.span(),
+                    format!(
+                        "cannot use {} as a {algorithm} public key: {e}",
+                        file.get_ref().display()
+                    ),
+                );
                 None
             }
         };
@@ -788,16 +880,25 @@ fn jwt_key(ck: &mut Checker, raw: Spanned<RawJwtKey>) -> Option<JwtKeyConfig> {
             origin: format!("file {}", file.get_ref().display()),
         }),
         Err(e) => {
-            ck.err(file.span(), format!("cannot use {} as a {algorithm} JWK: {e}", file.get_ref().display()));
+            ck.err(
+                file.span(),
+                format!(
+                    "cannot use {} as a {algorithm} JWK: {e}",
+                    file.get_ref().display()
+                ),
+            );
             None
         }
     }
 }
 
+/// Validates scope names against the catalogue, reporting unknown ones at their position.
+type ScopeChecker<'a> = dyn Fn(&mut Checker, &[Spanned<String>]) -> Vec<String> + 'a;
+
 fn route_config(
     ck: &mut Checker,
     raw: Spanned<RawRoute>,
-    check_scopes: &dyn Fn(&mut Checker, &[Spanned<String>]) -> Vec<String>,
+    check_scopes: &ScopeChecker,
 ) -> Option<RouteConfig> {
     let span = raw.span();
     let raw = raw.into_inner();
@@ -814,7 +915,10 @@ fn route_config(
     }
     let access = if raw.public {
         if !raw.require.is_empty() {
-            ck.err(span, "a route is either `public = true` or has `require`, not both");
+            ck.err(
+                span,
+                "a route is either `public = true` or has `require`, not both",
+            );
         }
         RouteAccess::Public
     } else {
@@ -864,7 +968,8 @@ fn openclaw_config(ck: &mut Checker, raw: Option<Spanned<RawOpenClaw>>) -> OpenC
         },
     };
     OpenClawConfig {
-        user_header: user_header.unwrap_or_else(|| http::HeaderName::from_static("x-forwarded-user")),
+        user_header: user_header
+            .unwrap_or_else(|| http::HeaderName::from_static("x-forwarded-user")),
         shared_user: shared_user.unwrap_or_else(|| "scopegate".into()),
         users,
         local_client_ip,
@@ -900,10 +1005,17 @@ fn assertion_config(
         });
     };
     let algorithm = raw.algorithm.unwrap_or_default();
-    let load = |ck: &mut Checker, file: &Option<Spanned<PathBuf>>, env: &Option<Spanned<String>>, what: &str| -> Option<Vec<u8>> {
+    let load = |ck: &mut Checker,
+                file: &Option<Spanned<PathBuf>>,
+                env: &Option<Spanned<String>>,
+                what: &str|
+     -> Option<Vec<u8>> {
         let (bytes, span) = match (file, env) {
             (Some(_), Some(e)) => {
-                ck.err(e.span(), format!("give {what}_file or {what}_env, not both"));
+                ck.err(
+                    e.span(),
+                    format!("give {what}_file or {what}_env, not both"),
+                );
                 return None;
             }
             (Some(f), None) => (ck.read_file(f, "assertion key")?, f.span()),
@@ -921,10 +1033,15 @@ fn assertion_config(
     let key = load(ck, &raw.key_file, &raw.key_env, "key");
     let next_key = load(ck, &raw.next_key_file, &raw.next_key_env, "next_key");
     if algorithm == AssertionAlgorithm::HS256 && key.is_none() {
-        ck.err_nowhere("[assertion] HS256 needs key_env or key_file: a shared secret the upstream also knows");
+        ck.err_nowhere(
+            "[assertion] HS256 needs key_env or key_file: a shared secret the upstream also knows",
+        );
     }
     let ttl = match raw.ttl {
-        Some(t) if t.get_ref().0 < Duration::from_secs(5) || t.get_ref().0 > Duration::from_secs(600) => {
+        Some(t)
+            if t.get_ref().0 < Duration::from_secs(5)
+                || t.get_ref().0 > Duration::from_secs(600) =>
+        {
             ck.err(t.span(), "[assertion] ttl must be between 5s and 10m");
             Duration::from_secs(60)
         }
@@ -962,7 +1079,10 @@ fn log_config(ck: &mut Checker, raw: RawLog) -> LogConfig {
         Some("json") => LogFormat::Json,
         Some(other) => {
             let span = raw.format.as_ref().map(|f| f.span()).unwrap_or(0..0);
-            ck.err(span, format!("log format must be \"auto\", \"text\" or \"json\", not {other:?}"));
+            ck.err(
+                span,
+                format!("log format must be \"auto\", \"text\" or \"json\", not {other:?}"),
+            );
             LogFormat::Auto
         }
     };
@@ -1023,13 +1143,19 @@ user_header = "X-Forwarded-User"
 
     #[test]
     fn bad_values_point_at_their_line() {
-        let e = parse("[upstream]\nurl = \"http://x:1\"\n[server]\nheader_read_timeout = \"soon\"\n").unwrap_err();
+        let e =
+            parse("[upstream]\nurl = \"http://x:1\"\n[server]\nheader_read_timeout = \"soon\"\n")
+                .unwrap_err();
         assert!(e.to_string().starts_with("test.toml:4: "), "{e}");
         let e = parse(
             "[upstream]\nurl = \"http://x:1\"\n[trusted_proxy]\npeers=[\"10.0.0.0/8\"]\nuser_header=\"x-u\"\n[[grants]]\nsubjects=[\"a\"]\nscopes=[\"operator.write\", \"operator.wrte\"]\n",
         )
         .unwrap_err();
-        assert!(e.to_string().starts_with("test.toml:8: unknown scope \"operator.wrte\""), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("test.toml:8: unknown scope \"operator.wrte\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1056,20 +1182,30 @@ user_header = "X-Forwarded-User"
         .unwrap_err();
         let s = e.to_string();
         assert!(s.contains("test.toml:8: HS256 secret is 5 bytes"), "{s}");
-        assert!(s.contains("test.toml:10: unknown algorithm \"none\""), "{s}");
+        assert!(
+            s.contains("test.toml:10: unknown algorithm \"none\""),
+            "{s}"
+        );
     }
 
     #[test]
     fn leeway_is_bounded() {
         std::env::set_var("SG_TEST_SECRET_OK", "0123456789abcdef0123456789abcdef");
         let e = parse("[upstream]\nurl = \"http://x:1\"\n[jwt]\nissuer=\"i\"\naudience=\"a\"\nleeway=\"1h\"\n[[jwt.keys]]\nalgorithm=\"HS256\"\nsecret_env=\"SG_TEST_SECRET_OK\"\n").unwrap_err();
-        assert!(e.to_string().contains("test.toml:6: [jwt] leeway must be at most 5m"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("test.toml:6: [jwt] leeway must be at most 5m"),
+            "{e}"
+        );
     }
 
     #[test]
     fn api_token_digest_must_be_hex() {
         let e = parse("[upstream]\nurl = \"http://x:1\"\n[[api_tokens]]\nsubject=\"ci\"\nsha256=\"nothex\"\nscopes=[\"operator.read\"]\n").unwrap_err();
-        assert!(e.to_string().contains("test.toml:5: sha256 must be 64 hex"), "{e}");
+        assert!(
+            e.to_string().contains("test.toml:5: sha256 must be 64 hex"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1085,8 +1221,14 @@ user_header = "X-Forwarded-User"
     #[test]
     fn default_route_forms() {
         let base = "[upstream]\nurl = \"http://x:1\"\n[[api_tokens]]\nsubject=\"ci\"\nsha256=\"0000000000000000000000000000000000000000000000000000000000000000\"\n";
-        let c = parse(&format!("{base}[policy]\ndefault_route = {{ require = [\"operator.admin\"] }}\n")).unwrap();
-        assert_eq!(c.default_route, DefaultRoute::Require(vec!["operator.admin".into()]));
+        let c = parse(&format!(
+            "{base}[policy]\ndefault_route = {{ require = [\"operator.admin\"] }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.default_route,
+            DefaultRoute::Require(vec!["operator.admin".into()])
+        );
         let e = parse(&format!("{base}[policy]\ndefault_route = \"allow\"\n")).unwrap_err();
         assert!(e.to_string().contains("default_route must be"), "{e}");
     }

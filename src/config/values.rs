@@ -18,9 +18,11 @@ pub struct Dur(pub Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim())
-            .map(Dur)
-            .map_err(|e| de::Error::custom(format!("invalid duration {s:?}: {e} (write e.g. \"30s\", \"5m\")")))
+        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
+            de::Error::custom(format!(
+                "invalid duration {s:?}: {e} (write e.g. \"30s\", \"5m\")"
+            ))
+        })
     }
 }
 
@@ -32,9 +34,7 @@ impl FromStr for ByteSize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(s.len());
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         let n: u64 = num
             .parse()
@@ -44,7 +44,11 @@ impl FromStr for ByteSize {
             "KiB" | "K" | "KB" | "kB" => 1024,
             "MiB" | "M" | "MB" => 1024 * 1024,
             "GiB" | "G" | "GB" => 1024 * 1024 * 1024,
-            other => return Err(format!("invalid size unit {other:?} in {s:?} (use B, KiB, MiB or GiB)")),
+            other => {
+                return Err(format!(
+                    "invalid size unit {other:?} in {s:?} (use B, KiB, MiB or GiB)"
+                ))
+            }
         };
         n.checked_mul(mult)
             .map(ByteSize)
@@ -92,9 +96,11 @@ impl FromStr for ListenAddr {
             }
             return Ok(ListenAddr::Unix(PathBuf::from(path)));
         }
-        s.parse::<SocketAddr>()
-            .map(ListenAddr::Tcp)
-            .map_err(|_| format!("invalid listen address {s:?} (write \"127.0.0.1:8080\" or \"unix:/path/to.sock\")"))
+        s.parse::<SocketAddr>().map(ListenAddr::Tcp).map_err(|_| {
+            format!(
+                "invalid listen address {s:?} (write \"127.0.0.1:8080\" or \"unix:/path/to.sock\")"
+            )
+        })
     }
 }
 
@@ -120,9 +126,11 @@ pub struct TcpAddr(pub SocketAddr);
 impl<'de> Deserialize<'de> for TcpAddr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse()
-            .map(TcpAddr)
-            .map_err(|_| de::Error::custom(format!("invalid socket address {s:?} (write \"127.0.0.1:9090\")")))
+        s.parse().map(TcpAddr).map_err(|_| {
+            de::Error::custom(format!(
+                "invalid socket address {s:?} (write \"127.0.0.1:9090\")"
+            ))
+        })
     }
 }
 
@@ -146,7 +154,9 @@ impl FromStr for PeerMatch {
         if let Ok(ip) = s.parse::<IpAddr>() {
             return Ok(PeerMatch::Net(IpNet::from(ip)));
         }
-        Err(format!("invalid peer {s:?} (write a CIDR such as \"10.0.0.0/8\", an IP, or \"unix\")"))
+        Err(format!(
+            "invalid peer {s:?} (write a CIDR such as \"10.0.0.0/8\", an IP, or \"unix\")"
+        ))
     }
 }
 
@@ -253,7 +263,10 @@ impl JwtAlgorithm {
     }
 
     pub fn is_hmac(self) -> bool {
-        matches!(self, JwtAlgorithm::HS256 | JwtAlgorithm::HS384 | JwtAlgorithm::HS512)
+        matches!(
+            self,
+            JwtAlgorithm::HS256 | JwtAlgorithm::HS384 | JwtAlgorithm::HS512
+        )
     }
 
     pub fn to_jsonwebtoken(self) -> jsonwebtoken::Algorithm {
@@ -329,7 +342,10 @@ mod tests {
             "unix:/run/s.sock".parse::<ListenAddr>().unwrap(),
             ListenAddr::Unix("/run/s.sock".into())
         );
-        assert!(matches!("127.0.0.1:8080".parse::<ListenAddr>().unwrap(), ListenAddr::Tcp(_)));
+        assert!(matches!(
+            "127.0.0.1:8080".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Tcp(_)
+        ));
         assert!("localhost:80".parse::<ListenAddr>().is_err());
         assert!("unix:".parse::<ListenAddr>().is_err());
     }

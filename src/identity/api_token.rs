@@ -101,6 +101,9 @@ mod tests {
         assert_eq!(id.method, AuthMethod::ApiToken);
         assert_eq!(tokens.lookup("other").unwrap().subject, "other");
         assert!(tokens.lookup("sg_ci_token_124").is_none());
-        assert!(tokens.lookup(&digest).is_none(), "the digest itself is not the token");
+        assert!(
+            tokens.lookup(&digest).is_none(),
+            "the digest itself is not the token"
+        );
     }
 }

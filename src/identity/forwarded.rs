@@ -39,13 +39,17 @@ pub fn resolve(
     }
     let mut hops: Vec<&str> = Vec::new();
     for v in headers.get_all("x-forwarded-for") {
-        let s = v.to_str().map_err(|_| malformed("X-Forwarded-For is not ASCII"))?;
+        let s = v
+            .to_str()
+            .map_err(|_| malformed("X-Forwarded-For is not ASCII"))?;
         hops.extend(s.split(',').map(str::trim).filter(|h| !h.is_empty()));
     }
     let mut client = peer_ip;
     for hop in hops.iter().rev() {
         let ip = parse_hop(hop).ok_or_else(|| {
-            malformed("X-Forwarded-For from a trusted peer names a client that is not an IP address")
+            malformed(
+                "X-Forwarded-For from a trusted peer names a client that is not an IP address",
+            )
         })?;
         client = Some(ip);
         if !peer_matches(trusted_hops, Some(ip)) {
@@ -56,12 +60,20 @@ pub fn resolve(
         None => None,
         Some(Ok(p)) if p.eq_ignore_ascii_case("https") => Some("https"),
         Some(Ok(p)) if p.eq_ignore_ascii_case("http") => Some("http"),
-        Some(_) => return Err(malformed("X-Forwarded-Proto from a trusted peer is neither http nor https")),
+        Some(_) => {
+            return Err(malformed(
+                "X-Forwarded-Proto from a trusted peer is neither http nor https",
+            ))
+        }
     };
     let host = match headers.get("x-forwarded-host").map(|v| v.to_str()) {
         None => None,
         Some(Ok(h)) if valid_host(h) => Some(h.to_string()),
-        Some(_) => return Err(malformed("X-Forwarded-Host from a trusted peer is not a host")),
+        Some(_) => {
+            return Err(malformed(
+                "X-Forwarded-Host from a trusted peer is not a host",
+            ))
+        }
     };
     Ok(Forwarded {
         client_ip: client,
@@ -89,7 +101,8 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 pub fn valid_host(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 255
-        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
 }
 
 #[cfg(test)]
@@ -118,7 +131,10 @@ mod tests {
     fn walks_from_the_right_skipping_trusted_hops() {
         let mut h = HeaderMap::new();
         // The client wrote the first entry; two trusted proxies appended theirs.
-        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6, 198.51.100.7, 10.0.0.5"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 198.51.100.7, 10.0.0.5"),
+        );
         let f = resolve(&h, Some(ip("10.0.0.1")), true, &nets(&["10.0.0.0/8"])).unwrap();
         assert_eq!(f.client_ip, Some(ip("198.51.100.7")));
     }
@@ -135,20 +151,32 @@ mod tests {
     #[test]
     fn garbage_only_matters_where_trusted_hops_vouch_for_it() {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("garbage, 198.51.100.7"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("garbage, 198.51.100.7"),
+        );
         let f = resolve(&h, Some(ip("10.0.0.1")), true, &nets(&["10.0.0.0/8"])).unwrap();
         assert_eq!(f.client_ip, Some(ip("198.51.100.7")));
-        h.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.7, garbage"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("198.51.100.7, garbage"),
+        );
         assert!(resolve(&h, Some(ip("10.0.0.1")), true, &nets(&["10.0.0.0/8"])).is_err());
     }
 
     #[test]
     fn mapped_ipv6_and_ports() {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("[2001:db8::1]:443"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("[2001:db8::1]:443"),
+        );
         let f = resolve(&h, None, true, &nets(&["unix"])).unwrap();
         assert_eq!(f.client_ip, Some(ip("2001:db8::1")));
-        h.insert("x-forwarded-for", HeaderValue::from_static("::ffff:100.64.0.7"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("::ffff:100.64.0.7"),
+        );
         let f = resolve(&h, None, true, &nets(&["unix"])).unwrap();
         assert_eq!(f.client_ip, Some(ip("100.64.0.7")));
     }
@@ -157,7 +185,10 @@ mod tests {
     fn proto_and_host_are_validated() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-proto", HeaderValue::from_static("HTTPS"));
-        h.insert("x-forwarded-host", HeaderValue::from_static("gw.example.ts.net"));
+        h.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("gw.example.ts.net"),
+        );
         let f = resolve(&h, Some(ip("127.0.0.1")), true, &nets(&["127.0.0.1"])).unwrap();
         assert_eq!(f.proto, Some("https"));
         assert_eq!(f.host.as_deref(), Some("gw.example.ts.net"));

@@ -67,7 +67,10 @@ const MANAGED_PREFIXES: &[&str] = &["x-forwarded-", "x-scopegate-"];
 
 /// Folds a lower-case header name to its canonical comparison form: `_` and `.` become `-`.
 pub fn fold(name: &str) -> std::borrow::Cow<'_, str> {
-    if name.bytes().any(|b| b == b'_' || b == b'.' || b.is_ascii_uppercase()) {
+    if name
+        .bytes()
+        .any(|b| b == b'_' || b == b'.' || b.is_ascii_uppercase())
+    {
         std::borrow::Cow::Owned(
             name.bytes()
                 .map(|b| match b {
@@ -158,7 +161,8 @@ impl Hygiene {
         let mut doomed: Vec<HeaderName> = Vec::new();
         for name in trailers.keys() {
             let s = name.as_str();
-            if HOP_BY_HOP.contains(&s) || self.is_managed(s) || s == "content-length" || s == "host" {
+            if HOP_BY_HOP.contains(&s) || self.is_managed(s) || s == "content-length" || s == "host"
+            {
                 doomed.push(name.clone());
             }
         }
@@ -190,13 +194,19 @@ pub fn connection_nominated(headers: &HeaderMap) -> Vec<String> {
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let connection_upgrade = headers.get_all(header::CONNECTION).iter().any(|v| {
         v.to_str()
-            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .map(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
             .unwrap_or(false)
     });
     connection_upgrade
         && headers.get_all(header::UPGRADE).iter().any(|v| {
             v.to_str()
-                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("websocket")))
+                .map(|s| {
+                    s.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+                })
                 .unwrap_or(false)
         })
 }
@@ -258,7 +268,10 @@ mod tests {
     fn connection_nominated_headers_go_too() {
         let h = hygiene();
         let mut headers = HeaderMap::new();
-        headers.insert("connection", HeaderValue::from_static("keep-alive, X-Custom-Hop, x_other"));
+        headers.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Custom-Hop, x_other"),
+        );
         headers.insert("x-custom-hop", HeaderValue::from_static("1"));
         headers.insert("x-other", HeaderValue::from_static("1"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
@@ -283,17 +296,26 @@ mod tests {
     fn trailers_are_scrubbed() {
         let h = hygiene();
         let mut t = HeaderMap::new();
-        t.insert("x-openclaw-scopes", HeaderValue::from_static("operator.admin"));
+        t.insert(
+            "x-openclaw-scopes",
+            HeaderValue::from_static("operator.admin"),
+        );
         t.insert("x_forwarded_user", HeaderValue::from_static("admin"));
         t.insert("x-checksum", HeaderValue::from_static("abc"));
         h.scrub_trailers(&mut t);
-        assert_eq!(t.keys().map(|k| k.as_str()).collect::<Vec<_>>(), vec!["x-checksum"]);
+        assert_eq!(
+            t.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            vec!["x-checksum"]
+        );
     }
 
     #[test]
     fn websocket_detection() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
         h.insert("upgrade", HeaderValue::from_static("websocket"));
         assert!(is_websocket_upgrade(&h));
         h.insert("upgrade", HeaderValue::from_static("h2c"));

@@ -215,7 +215,9 @@ impl JwksCache {
 fn same_keys(a: &[KeyEntry], b: &[KeyEntry]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
-            x.kid == y.kid && x.alg == y.alg && x.key.as_bytes_for_compare() == y.key.as_bytes_for_compare()
+            x.kid == y.kid
+                && x.alg == y.alg
+                && x.key.as_bytes_for_compare() == y.key.as_bytes_for_compare()
         })
 }
 
@@ -237,7 +239,11 @@ impl KeyBytes for DecodingKey {
 }
 
 /// Parses a JWKS document into pinned keys. Unusable keys are skipped (logged), never guessed at.
-pub fn parse_jwks(body: &[u8], allowed: &[JwtAlgorithm], url: &str) -> Result<Vec<KeyEntry>, String> {
+pub fn parse_jwks(
+    body: &[u8],
+    allowed: &[JwtAlgorithm],
+    url: &str,
+) -> Result<Vec<KeyEntry>, String> {
     let doc: Value = serde_json::from_slice(body).map_err(|e| format!("JWKS is not JSON: {e}"))?;
     let Some(keys) = doc.get("keys").and_then(Value::as_array) else {
         return Err("JWKS has no \"keys\" array".into());
@@ -273,7 +279,9 @@ fn key_from_jwk_value(
     let declared = raw.get("alg").and_then(Value::as_str);
     let declared = match declared {
         None => None,
-        Some(name) => Some(JwtAlgorithm::from_name(name).ok_or_else(|| format!("unsupported alg {name:?}"))?),
+        Some(name) => {
+            Some(JwtAlgorithm::from_name(name).ok_or_else(|| format!("unsupported alg {name:?}"))?)
+        }
     };
     let family_default = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => JwtAlgorithm::RS256,
@@ -282,9 +290,13 @@ fn key_from_jwk_value(
             EllipticCurve::P384 => JwtAlgorithm::ES384,
             _ => return Err("unsupported EC curve".into()),
         },
-        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => JwtAlgorithm::EdDSA,
+        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
+            JwtAlgorithm::EdDSA
+        }
         AlgorithmParameters::OctetKeyPair(_) => return Err("unsupported OKP curve".into()),
-        AlgorithmParameters::OctetKey(_) => return Err("symmetric keys are not accepted from a JWK".into()),
+        AlgorithmParameters::OctetKey(_) => {
+            return Err("symmetric keys are not accepted from a JWK".into())
+        }
         _ => return Err("unsupported key type".into()),
     };
     let alg = pinned.or(declared).unwrap_or(family_default);
@@ -298,8 +310,12 @@ fn key_from_jwk_value(
                 | JwtAlgorithm::PS384
                 | JwtAlgorithm::PS512
         ),
-        (AlgorithmParameters::EllipticCurve(ec), JwtAlgorithm::ES256) => ec.curve == EllipticCurve::P256,
-        (AlgorithmParameters::EllipticCurve(ec), JwtAlgorithm::ES384) => ec.curve == EllipticCurve::P384,
+        (AlgorithmParameters::EllipticCurve(ec), JwtAlgorithm::ES256) => {
+            ec.curve == EllipticCurve::P256
+        }
+        (AlgorithmParameters::EllipticCurve(ec), JwtAlgorithm::ES384) => {
+            ec.curve == EllipticCurve::P384
+        }
         (AlgorithmParameters::OctetKeyPair(_), JwtAlgorithm::EdDSA) => true,
         _ => false,
     };
@@ -351,10 +367,16 @@ mod tests {
             {"kty":"weird"}
         ]});
         let keys = parse_jwks(body.to_string().as_bytes(), ALL, "u").unwrap();
-        let got: Vec<_> = keys.iter().map(|k| (k.kid.clone().unwrap(), k.alg)).collect();
+        let got: Vec<_> = keys
+            .iter()
+            .map(|k| (k.kid.clone().unwrap(), k.alg))
+            .collect();
         assert_eq!(
             got,
-            vec![("ed".to_string(), JwtAlgorithm::EdDSA), ("ec".to_string(), JwtAlgorithm::ES256)]
+            vec![
+                ("ed".to_string(), JwtAlgorithm::EdDSA),
+                ("ec".to_string(), JwtAlgorithm::ES256)
+            ]
         );
     }
 

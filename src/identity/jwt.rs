@@ -31,11 +31,17 @@ pub const ASSERTION_TYP: &str = "scopegate-assertion+jwt";
 /// Everything that can be wrong with a bearer JWT, each with a stable code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JwtError {
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        len: usize,
+        max: usize,
+    },
     Malformed(&'static str),
     AlgNone,
     AlgUnsupported,
-    AlgMismatch { token: JwtAlgorithm, key: JwtAlgorithm },
+    AlgMismatch {
+        token: JwtAlgorithm,
+        key: JwtAlgorithm,
+    },
     NoKeyForAlg(JwtAlgorithm),
     TypRejected,
     CritUnsupported,
@@ -45,11 +51,24 @@ pub enum JwtError {
     KeysUnavailable,
     ClaimMissing(&'static str),
     ClaimType(&'static str),
-    IssuerMismatch { expected: String },
-    AudienceMismatch { expected: Vec<String> },
-    Expired { ago: u64, leeway: u64 },
-    NotYetValid { r#in: u64, leeway: u64 },
-    IssuedInFuture { r#in: u64, leeway: u64 },
+    IssuerMismatch {
+        expected: String,
+    },
+    AudienceMismatch {
+        expected: Vec<String>,
+    },
+    Expired {
+        ago: u64,
+        leeway: u64,
+    },
+    NotYetValid {
+        r#in: u64,
+        leeway: u64,
+    },
+    IssuedInFuture {
+        r#in: u64,
+        leeway: u64,
+    },
     SubjectMissing(String),
 }
 
@@ -84,19 +103,26 @@ impl JwtError {
             JwtError::TooLarge { len, max } => format!("token is {len} bytes; the limit is {max}"),
             JwtError::Malformed(what) => format!("malformed JWT: {what}"),
             JwtError::AlgNone => "alg \"none\" is never accepted".into(),
-            JwtError::AlgUnsupported => "the token's alg is not a supported signature algorithm".into(),
+            JwtError::AlgUnsupported => {
+                "the token's alg is not a supported signature algorithm".into()
+            }
             JwtError::AlgMismatch { token, key } => {
                 format!("the token says alg {token} but its key is pinned to {key}")
             }
             JwtError::NoKeyForAlg(a) => format!("no configured key uses {a}"),
             JwtError::TypRejected => {
-                "a scopegate assertion is not a user credential (typ scopegate-assertion+jwt)".into()
+                "a scopegate assertion is not a user credential (typ scopegate-assertion+jwt)"
+                    .into()
             }
-            JwtError::CritUnsupported => "the token has critical header parameters (crit) that are not understood".into(),
+            JwtError::CritUnsupported => {
+                "the token has critical header parameters (crit) that are not understood".into()
+            }
             JwtError::KidUnknown => "unknown kid: no configured or published key has it".into(),
             JwtError::KidInvalid => "kid is not a short string".into(),
             JwtError::SignatureInvalid => "signature verification failed".into(),
-            JwtError::KeysUnavailable => "the identity provider's keys (JWKS) are not available yet".into(),
+            JwtError::KeysUnavailable => {
+                "the identity provider's keys (JWKS) are not available yet".into()
+            }
             JwtError::ClaimMissing(c) => format!("required claim {c} is missing"),
             JwtError::ClaimType(c) => format!("claim {c} has the wrong type"),
             JwtError::IssuerMismatch { expected } => {
@@ -109,12 +135,20 @@ impl JwtError {
                 format!("token expired {ago} s ago (leeway {leeway} s)")
             }
             JwtError::NotYetValid { r#in, leeway } => {
-                format!("token is not valid for another {in} s (nbf, leeway {leeway} s)", r#in = r#in)
+                format!(
+                    "token is not valid for another {in} s (nbf, leeway {leeway} s)",
+                    r#in = r#in
+                )
             }
             JwtError::IssuedInFuture { r#in, leeway } => {
-                format!("token is issued {in} s in the future (iat, leeway {leeway} s)", r#in = r#in)
+                format!(
+                    "token is issued {in} s in the future (iat, leeway {leeway} s)",
+                    r#in = r#in
+                )
             }
-            JwtError::SubjectMissing(claim) => format!("claim {claim} (the subject) is missing or empty"),
+            JwtError::SubjectMissing(claim) => {
+                format!("claim {claim} (the subject) is missing or empty")
+            }
         }
     }
 
@@ -180,7 +214,9 @@ pub fn parse_compact(token: &str, max_len: usize) -> Result<Compact<'_>, JwtErro
         return Err(JwtError::Malformed("expected three dot-separated segments"));
     };
     if parts.next().is_some() {
-        return Err(JwtError::Malformed("expected three dot-separated segments (JWE is not accepted)"));
+        return Err(JwtError::Malformed(
+            "expected three dot-separated segments (JWE is not accepted)",
+        ));
     }
     if h.is_empty() || p.is_empty() {
         return Err(JwtError::Malformed("empty header or payload segment"));
@@ -191,8 +227,9 @@ pub fn parse_compact(token: &str, max_len: usize) -> Result<Compact<'_>, JwtErro
     let header_json = URL_SAFE_NO_PAD
         .decode(h)
         .map_err(|_| JwtError::Malformed("header is not valid base64url"))?;
-    let header: JoseHeader = serde_json::from_slice(&header_json)
-        .map_err(|_| JwtError::Malformed("header is not a JSON object with an alg (or has duplicate names)"))?;
+    let header: JoseHeader = serde_json::from_slice(&header_json).map_err(|_| {
+        JwtError::Malformed("header is not a JSON object with an alg (or has duplicate names)")
+    })?;
     let alg = match &header.alg {
         Value::String(a) if a.eq_ignore_ascii_case("none") => return Err(JwtError::AlgNone),
         Value::String(a) => JwtAlgorithm::from_name(a).ok_or(JwtError::AlgUnsupported)?,
@@ -215,7 +252,11 @@ pub fn parse_compact(token: &str, max_len: usize) -> Result<Compact<'_>, JwtErro
     }
     let kid = match header.kid {
         None => None,
-        Some(Value::String(k)) if !k.is_empty() && k.len() <= 256 && !k.chars().any(char::is_control) => Some(k),
+        Some(Value::String(k))
+            if !k.is_empty() && k.len() <= 256 && !k.chars().any(char::is_control) =>
+        {
+            Some(k)
+        }
         Some(_) => return Err(JwtError::KidInvalid),
     };
     Ok(Compact {
@@ -286,7 +327,9 @@ fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Optio
 /// A string-or-list claim: `"a b c"` (space-delimited, RFC 8693 `scope`) or `["a", "b"]`.
 fn string_list(v: &Value, split_spaces: bool) -> Option<Vec<String>> {
     match v {
-        Value::String(s) if split_spaces => Some(s.split_whitespace().map(str::to_string).collect()),
+        Value::String(s) if split_spaces => {
+            Some(s.split_whitespace().map(str::to_string).collect())
+        }
         Value::String(s) => Some(vec![s.clone()]),
         Value::Array(items) => items
             .iter()
@@ -313,7 +356,11 @@ pub fn claim_path<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a 
 }
 
 /// Validates registered claims and extracts subject, scopes and groups.
-pub fn check_claims(claims: &Map<String, Value>, rules: &ClaimRules, now: u64) -> Result<VerifiedClaims, JwtError> {
+pub fn check_claims(
+    claims: &Map<String, Value>,
+    rules: &ClaimRules,
+    now: u64,
+) -> Result<VerifiedClaims, JwtError> {
     let leeway = rules.leeway;
     match claims.get("iss") {
         None => return Err(JwtError::ClaimMissing("iss")),
@@ -470,10 +517,18 @@ impl JwtVerifier {
         self.verify_at(token, policy, unix_now()).await
     }
 
-    pub async fn verify_at(&self, token: &str, policy: &Policy, now: u64) -> Result<Arc<Identity>, JwtError> {
+    pub async fn verify_at(
+        &self,
+        token: &str,
+        policy: &Policy,
+        now: u64,
+    ) -> Result<Arc<Identity>, JwtError> {
         if let Some(cache) = &self.cache {
             let current_gen = self.jwks.as_ref().map(|j| j.generation()).unwrap_or(0);
-            if let Some(hit) = cache.get(token).filter(|h| h.jwks_generation == current_gen) {
+            if let Some(hit) = cache
+                .get(token)
+                .filter(|h| h.jwks_generation == current_gen)
+            {
                 crate::metrics::token_cache(true);
                 let leeway = self.rules.leeway;
                 if now > hit.exp.saturating_add(leeway) {
@@ -519,7 +574,10 @@ impl JwtVerifier {
                 "jwt from issuer {} verified with {} key{} ({})",
                 self.rules.issuer,
                 key.alg,
-                key.kid.as_deref().map(|k| format!(" kid={k}")).unwrap_or_default(),
+                key.kid
+                    .as_deref()
+                    .map(|k| format!(" kid={k}"))
+                    .unwrap_or_default(),
                 key.origin
             ),
         ));
@@ -581,7 +639,11 @@ impl JwtVerifier {
             ) {
                 Ok(true) => return Ok(key.clone()),
                 Ok(false) => continue,
-                Err(_) => return Err(JwtError::Malformed("signature is not valid base64url or has the wrong size")),
+                Err(_) => {
+                    return Err(JwtError::Malformed(
+                        "signature is not valid base64url or has the wrong size",
+                    ))
+                }
             }
         }
         Err(JwtError::SignatureInvalid)
@@ -596,7 +658,10 @@ impl JwtVerifier {
             .iter()
             .chain(published.iter().flat_map(|k| k.iter()));
         Ok(match &c.kid {
-            Some(kid) => all.filter(|k| k.kid.as_deref() == Some(kid.as_str())).cloned().collect(),
+            Some(kid) => all
+                .filter(|k| k.kid.as_deref() == Some(kid.as_str()))
+                .cloned()
+                .collect(),
             None => all.filter(|k| k.alg == c.alg).cloned().collect(),
         })
     }
@@ -614,9 +679,21 @@ mod tests {
     fn pre_parse_refuses_none_in_every_spelling() {
         for alg in ["none", "None", "NONE", "nOnE"] {
             let t = format!("{}.{}.", b64(&format!("{{\"alg\":\"{alg}\"}}")), b64("{}"));
-            assert_eq!(parse_compact(&t, 8192).unwrap_err(), JwtError::AlgNone, "{alg}");
-            let t = format!("{}.{}.c2ln", b64(&format!("{{\"alg\":\"{alg}\"}}")), b64("{}"));
-            assert_eq!(parse_compact(&t, 8192).unwrap_err(), JwtError::AlgNone, "{alg}");
+            assert_eq!(
+                parse_compact(&t, 8192).unwrap_err(),
+                JwtError::AlgNone,
+                "{alg}"
+            );
+            let t = format!(
+                "{}.{}.c2ln",
+                b64(&format!("{{\"alg\":\"{alg}\"}}")),
+                b64("{}")
+            );
+            assert_eq!(
+                parse_compact(&t, 8192).unwrap_err(),
+                JwtError::AlgNone,
+                "{alg}"
+            );
         }
     }
 
@@ -624,13 +701,31 @@ mod tests {
     fn pre_parse_shape_errors() {
         let h = b64(r#"{"alg":"HS256"}"#);
         let p = b64("{}");
-        assert!(matches!(parse_compact("abc", 100), Err(JwtError::Malformed(_))));
-        assert!(matches!(parse_compact(&format!("{h}.{p}"), 100), Err(JwtError::Malformed(_))));
-        assert!(matches!(parse_compact(&format!("{h}.{p}.sig.x.y"), 100), Err(JwtError::Malformed(_))));
-        assert!(matches!(parse_compact(&format!("{h}.{p}=.sig"), 100), Err(JwtError::Malformed(_))));
-        assert!(matches!(parse_compact(&format!("{}.{p}.sig", b64("not json")), 100), Err(JwtError::Malformed(_))));
         assert!(matches!(
-            parse_compact(&format!("{}.{p}.sig", b64(r#"{"alg":"HS256","alg":"none"}"#)), 100),
+            parse_compact("abc", 100),
+            Err(JwtError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_compact(&format!("{h}.{p}"), 100),
+            Err(JwtError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_compact(&format!("{h}.{p}.sig.x.y"), 100),
+            Err(JwtError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_compact(&format!("{h}.{p}=.sig"), 100),
+            Err(JwtError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_compact(&format!("{}.{p}.sig", b64("not json")), 100),
+            Err(JwtError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_compact(
+                &format!("{}.{p}.sig", b64(r#"{"alg":"HS256","alg":"none"}"#)),
+                100
+            ),
             Err(JwtError::Malformed(_))
         ));
         assert_eq!(
@@ -638,18 +733,36 @@ mod tests {
             JwtError::AlgUnsupported
         );
         assert_eq!(
-            parse_compact(&format!("{}.{p}.sig", b64(r#"{"alg":"HS256","crit":["exp"]}"#)), 200).unwrap_err(),
+            parse_compact(
+                &format!("{}.{p}.sig", b64(r#"{"alg":"HS256","crit":["exp"]}"#)),
+                200
+            )
+            .unwrap_err(),
             JwtError::CritUnsupported
         );
         assert_eq!(
-            parse_compact(&format!("{}.{p}.sig", b64(r#"{"alg":"EdDSA","typ":"scopegate-assertion+jwt"}"#)), 200).unwrap_err(),
+            parse_compact(
+                &format!(
+                    "{}.{p}.sig",
+                    b64(r#"{"alg":"EdDSA","typ":"scopegate-assertion+jwt"}"#)
+                ),
+                200
+            )
+            .unwrap_err(),
             JwtError::TypRejected
         );
         assert_eq!(
-            parse_compact(&format!("{}.{p}.sig", b64(r#"{"alg":"HS256","kid":{"$ne":1}}"#)), 200).unwrap_err(),
+            parse_compact(
+                &format!("{}.{p}.sig", b64(r#"{"alg":"HS256","kid":{"$ne":1}}"#)),
+                200
+            )
+            .unwrap_err(),
             JwtError::KidInvalid
         );
-        assert!(matches!(parse_compact(&"a".repeat(200), 100), Err(JwtError::TooLarge { .. })));
+        assert!(matches!(
+            parse_compact(&"a".repeat(200), 100),
+            Err(JwtError::TooLarge { .. })
+        ));
         let token = format!("{h}.{p}.sig");
         let ok = parse_compact(&token, 100).unwrap();
         assert_eq!(ok.alg, JwtAlgorithm::HS256);
@@ -694,17 +807,50 @@ mod tests {
         assert_eq!(without("iss").unwrap_err(), JwtError::ClaimMissing("iss"));
         assert_eq!(without("aud").unwrap_err(), JwtError::ClaimMissing("aud"));
         assert_eq!(without("exp").unwrap_err(), JwtError::ClaimMissing("exp"));
-        assert!(matches!(without("sub").unwrap_err(), JwtError::SubjectMissing(_)));
-        assert!(matches!(with("iss", "https://evil".into()).unwrap_err(), JwtError::IssuerMismatch { .. }));
-        assert!(matches!(with("aud", "other".into()).unwrap_err(), JwtError::AudienceMismatch { .. }));
-        assert_eq!(with("exp", Value::from(format!("{}", now + 60))).unwrap_err(), JwtError::ClaimType("exp"));
-        assert_eq!(with("nbf", Value::from("0")).unwrap_err(), JwtError::ClaimType("nbf"));
-        assert_eq!(with("exp", Value::from(now - 31)).unwrap_err(), JwtError::Expired { ago: 31, leeway: 30 });
+        assert!(matches!(
+            without("sub").unwrap_err(),
+            JwtError::SubjectMissing(_)
+        ));
+        assert!(matches!(
+            with("iss", "https://evil".into()).unwrap_err(),
+            JwtError::IssuerMismatch { .. }
+        ));
+        assert!(matches!(
+            with("aud", "other".into()).unwrap_err(),
+            JwtError::AudienceMismatch { .. }
+        ));
+        assert_eq!(
+            with("exp", Value::from(format!("{}", now + 60))).unwrap_err(),
+            JwtError::ClaimType("exp")
+        );
+        assert_eq!(
+            with("nbf", Value::from("0")).unwrap_err(),
+            JwtError::ClaimType("nbf")
+        );
+        assert_eq!(
+            with("exp", Value::from(now - 31)).unwrap_err(),
+            JwtError::Expired {
+                ago: 31,
+                leeway: 30
+            }
+        );
         assert!(with("exp", Value::from(now - 29)).is_ok(), "within leeway");
-        assert_eq!(with("nbf", Value::from(now + 100)).unwrap_err(), JwtError::NotYetValid { r#in: 100, leeway: 30 });
+        assert_eq!(
+            with("nbf", Value::from(now + 100)).unwrap_err(),
+            JwtError::NotYetValid {
+                r#in: 100,
+                leeway: 30
+            }
+        );
         assert!(with("nbf", Value::from(now + 10)).is_ok());
-        assert!(matches!(with("iat", Value::from(now + 100)).unwrap_err(), JwtError::IssuedInFuture { .. }));
-        assert_eq!(with("scope", Value::from(5)).unwrap_err(), JwtError::ClaimType("scope"));
+        assert!(matches!(
+            with("iat", Value::from(now + 100)).unwrap_err(),
+            JwtError::IssuedInFuture { .. }
+        ));
+        assert_eq!(
+            with("scope", Value::from(5)).unwrap_err(),
+            JwtError::ClaimType("scope")
+        );
         assert!(with("exp", Value::from(1.5e6)).is_ok());
     }
 }

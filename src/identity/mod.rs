@@ -232,7 +232,11 @@ impl Sources {
     }
 
     /// A bearer credential: an API token if one matches, otherwise a JWT.
-    pub async fn verify_bearer(&self, policy: &Policy, token: &str) -> Result<Arc<Identity>, Refusal> {
+    pub async fn verify_bearer(
+        &self,
+        policy: &Policy,
+        token: &str,
+    ) -> Result<Arc<Identity>, Refusal> {
         if let Some(identity) = self.api_tokens.lookup(token) {
             return Ok(identity);
         }
@@ -370,14 +374,23 @@ mod tests {
     fn bearer_parsing() {
         let mut h = HeaderMap::new();
         assert!(matches!(bearer_token(&h), Ok(Bearer::None)));
-        h.insert("authorization", HeaderValue::from_static("Bearer abc.def.ghi"));
+        h.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer abc.def.ghi"),
+        );
         assert!(matches!(bearer_token(&h), Ok(Bearer::Token("abc.def.ghi"))));
         h.insert("authorization", HeaderValue::from_static("bearer   tok  "));
         assert!(matches!(bearer_token(&h), Ok(Bearer::Token("tok"))));
-        h.insert("authorization", HeaderValue::from_static("Basic dXNlcjpwYXNz"));
+        h.insert(
+            "authorization",
+            HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+        );
         assert_eq!(bearer_token(&h).err().unwrap().code, "unsupported_scheme");
         h.insert("authorization", HeaderValue::from_static("Bearer"));
-        assert_eq!(bearer_token(&h).err().unwrap().code, "malformed_authorization");
+        assert_eq!(
+            bearer_token(&h).err().unwrap().code,
+            "malformed_authorization"
+        );
         h.insert("authorization", HeaderValue::from_static("Bearer a"));
         h.append("authorization", HeaderValue::from_static("Bearer b"));
         let e = bearer_token(&h).err().unwrap();

@@ -66,7 +66,9 @@ fn encoded_word(s: &str) -> Option<(String, usize)> {
     }
     let bytes = match enc {
         "q" | "Q" => q_decode(text)?,
-        "b" | "B" => base64::engine::general_purpose::STANDARD.decode(text).ok()?,
+        "b" | "B" => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .ok()?,
         _ => return None,
     };
     let decoded = String::from_utf8(bytes).ok()?;

@@ -51,10 +51,9 @@ impl TailscaleSource {
         TailscaleSource {
             trusted_peers: cfg.trusted_peers.clone(),
             app_capability: cfg.app_capability.clone(),
-            whois: cfg
-                .whois_socket
-                .clone()
-                .map(|socket| WhoIsClient::new(socket, cfg.whois_timeout, cfg.app_capability.clone())),
+            whois: cfg.whois_socket.clone().map(|socket| {
+                WhoIsClient::new(socket, cfg.whois_timeout, cfg.app_capability.clone())
+            }),
             identities: quick_cache::sync::Cache::new(4096),
         }
     }
@@ -67,12 +66,17 @@ impl TailscaleSource {
         peer_matches(&self.trusted_peers, peer.ip())
     }
 
-    pub async fn identify(&self, policy: &Policy, facts: &RequestFacts<'_>) -> Result<TailscaleOutcome, Refusal> {
+    pub async fn identify(
+        &self,
+        policy: &Policy,
+        facts: &RequestFacts<'_>,
+    ) -> Result<TailscaleOutcome, Refusal> {
         if !self.trusts(facts.peer) {
             return Ok(TailscaleOutcome::NotPresent);
         }
         let h = facts.headers;
-        let login = single(h, "tailscale-user-login")?.map(|v| rfc2047::decode(v).trim().to_string());
+        let login =
+            single(h, "tailscale-user-login")?.map(|v| rfc2047::decode(v).trim().to_string());
         let login = login.filter(|l| !l.is_empty());
         let name = single(h, "tailscale-user-name")?.map(rfc2047::decode);
         let caps_raw = single(h, "tailscale-app-capabilities")?;
@@ -90,7 +94,10 @@ impl TailscaleSource {
         let cap_from_header = match (&self.app_capability, caps_raw) {
             (Some(cap), Some(raw)) => {
                 let doc: Value = serde_json::from_str(raw).map_err(|_| {
-                    Refusal::bad_request("tailscale_caps_malformed", "Tailscale-App-Capabilities is not JSON")
+                    Refusal::bad_request(
+                        "tailscale_caps_malformed",
+                        "Tailscale-App-Capabilities is not JSON",
+                    )
                 })?;
                 doc.get(cap).cloned()
             }
@@ -106,7 +113,11 @@ impl TailscaleSource {
                     ));
                 };
                 Some(client.whois(ip).await.map_err(|e| {
-                    Refusal::new(RefusalKind::ServiceUnavailable, "tailscale_whois_failed", format!("tailscaled WhoIs failed: {e}"))
+                    Refusal::new(
+                        RefusalKind::ServiceUnavailable,
+                        "tailscale_whois_failed",
+                        format!("tailscaled WhoIs failed: {e}"),
+                    )
                 })?)
             }
             None => None,
@@ -115,7 +126,11 @@ impl TailscaleSource {
         let mut notes = Vec::new();
         let (subject, tags, capability) = match (&login, &whois) {
             (Some(login), Some(w)) => {
-                let agrees = w.login.as_deref().is_some_and(|wl| wl.eq_ignore_ascii_case(login)) && w.tags.is_empty();
+                let agrees = w
+                    .login
+                    .as_deref()
+                    .is_some_and(|wl| wl.eq_ignore_ascii_case(login))
+                    && w.tags.is_empty();
                 if !agrees {
                     return Err(Refusal::unauthorized(
                         "tailscale_whois_mismatch",
@@ -129,23 +144,42 @@ impl TailscaleSource {
                         ),
                     ));
                 }
-                notes.push(Reason::new("tailscale_whois_confirmed", format!("tailscaled WhoIs confirms {login}")));
-                (login.clone(), Vec::new(), w.capability.clone().or(cap_from_header))
+                notes.push(Reason::new(
+                    "tailscale_whois_confirmed",
+                    format!("tailscaled WhoIs confirms {login}"),
+                ));
+                (
+                    login.clone(),
+                    Vec::new(),
+                    w.capability.clone().or(cap_from_header),
+                )
             }
             (Some(login), None) => (login.clone(), Vec::new(), cap_from_header),
             (None, Some(w)) if !w.tags.is_empty() => {
-                let node = w
-                    .node_name
-                    .clone()
-                    .unwrap_or_else(|| format!("tagged-node@{}", facts.client_ip.map(|i| i.to_string()).unwrap_or_default()));
+                let node = w.node_name.clone().unwrap_or_else(|| {
+                    format!(
+                        "tagged-node@{}",
+                        facts.client_ip.map(|i| i.to_string()).unwrap_or_default()
+                    )
+                });
                 notes.push(Reason::new(
                     "tailscale_tagged_node",
-                    format!("tagged node {node} ({}), confirmed by tailscaled WhoIs", w.tags.join(", ")),
+                    format!(
+                        "tagged node {node} ({}), confirmed by tailscaled WhoIs",
+                        w.tags.join(", ")
+                    ),
                 ));
-                (node, w.tags.clone(), w.capability.clone().or(cap_from_header))
+                (
+                    node,
+                    w.tags.clone(),
+                    w.capability.clone().or(cap_from_header),
+                )
             }
             (None, _) => {
-                let ip = facts.client_ip.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into());
+                let ip = facts
+                    .client_ip
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "unknown".into());
                 (format!("tagged-node@{ip}"), Vec::new(), cap_from_header)
             }
         };
@@ -158,7 +192,10 @@ impl TailscaleSource {
         // `[[grants]]` may match; without WhoIs, only a capability grant makes it one.
         let confirmed_node = whois.as_ref().is_some_and(|w| !w.tags.is_empty());
         if login.is_none() && scopes.is_empty() && !confirmed_node {
-            let cap = self.app_capability.as_deref().unwrap_or("<app_capability not configured>");
+            let cap = self
+                .app_capability
+                .as_deref()
+                .unwrap_or("<app_capability not configured>");
             return Ok(TailscaleOutcome::Anonymous(Reason::new(
                 "tailscale_tagged_no_grant",
                 format!("the Tailscale node is tagged (no user headers) and has no {cap} capability grant with scopes"),
@@ -182,7 +219,13 @@ impl TailscaleSource {
                 return Ok(TailscaleOutcome::Identified(hit));
             }
         }
-        let mut id = Identity::new(&subject, AuthMethod::Tailscale, tags, scopes.iter().map(String::as_str), policy);
+        let mut id = Identity::new(
+            &subject,
+            AuthMethod::Tailscale,
+            tags,
+            scopes.iter().map(String::as_str),
+            policy,
+        );
         id.display_name = name.or_else(|| whois.as_ref().and_then(|w| w.display_name.clone()));
         id.notes = notes;
         let id = Arc::new(id);
@@ -196,17 +239,18 @@ impl TailscaleSource {
 /// Exactly one value, or none; two copies of an identity header are ambiguous.
 fn single<'a>(h: &'a http::HeaderMap, name: &str) -> Result<Option<&'a str>, Refusal> {
     let mut it = h.get_all(name).iter();
-    let Some(first) = it.next() else { return Ok(None) };
+    let Some(first) = it.next() else {
+        return Ok(None);
+    };
     if it.next().is_some() {
         return Err(Refusal::bad_request(
             "duplicate_identity_header",
             format!("{name} was sent more than once"),
         ));
     }
-    first
-        .to_str()
-        .map(Some)
-        .map_err(|_| Refusal::bad_request("malformed_identity_header", format!("{name} is not ASCII")))
+    first.to_str().map(Some).map_err(|_| {
+        Refusal::bad_request("malformed_identity_header", format!("{name} is not ASCII"))
+    })
 }
 
 /// Scopes from a capability's grant values: every `{"scopes": [...]}` object, unioned.
@@ -257,7 +301,8 @@ impl WhoIsClient {
         let body = tokio::time::timeout(self.timeout, self.fetch(ip))
             .await
             .map_err(|_| format!("no answer within {:?}", self.timeout))??;
-        let doc: Value = serde_json::from_slice(&body).map_err(|_| "WhoIs answer is not JSON".to_string())?;
+        let doc: Value =
+            serde_json::from_slice(&body).map_err(|_| "WhoIs answer is not JSON".to_string())?;
         let w = parse_whois(&doc, self.capability.as_deref());
         self.cache.insert(ip, (Instant::now(), w.clone()));
         Ok(w)
@@ -267,9 +312,10 @@ impl WhoIsClient {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|e| format!("cannot connect to {}: {e}", self.socket.display()))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -301,7 +347,12 @@ pub fn parse_whois(doc: &Value, capability: Option<&str>) -> WhoIs {
     let tags: Vec<String> = node
         .and_then(|n| n.get("Tags"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     let login = doc
         .get("UserProfile")
@@ -333,7 +384,10 @@ mod tests {
     #[test]
     fn capability_scopes_union() {
         let v = serde_json::json!([{"scopes":["operator.read"]},{"scopes":["operator.write","operator.read"]},{"other":1}]);
-        assert_eq!(capability_scopes(&v), vec!["operator.read", "operator.write"]);
+        assert_eq!(
+            capability_scopes(&v),
+            vec!["operator.read", "operator.write"]
+        );
         assert!(capability_scopes(&serde_json::json!("x")).is_empty());
     }
 
@@ -348,8 +402,14 @@ mod tests {
         assert_eq!(w.login, None);
         assert_eq!(w.tags, vec!["tag:ci"]);
         assert_eq!(w.node_name.as_deref(), Some("ci-runner.tail1234.ts.net"));
-        assert_eq!(capability_scopes(w.capability.as_ref().unwrap()), vec!["operator.read"]);
+        assert_eq!(
+            capability_scopes(w.capability.as_ref().unwrap()),
+            vec!["operator.read"]
+        );
         let user = serde_json::json!({"Node": {"Name": "laptop."}, "UserProfile": {"LoginName": "alice@example.com"}});
-        assert_eq!(parse_whois(&user, None).login.as_deref(), Some("alice@example.com"));
+        assert_eq!(
+            parse_whois(&user, None).login.as_deref(),
+            Some("alice@example.com")
+        );
     }
 }

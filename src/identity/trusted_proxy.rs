@@ -43,12 +43,18 @@ impl TrustedProxySource {
         peer_matches(&self.peers, peer.ip())
     }
 
-    pub fn identify(&self, policy: &Policy, facts: &RequestFacts<'_>) -> Result<Option<Arc<Identity>>, Refusal> {
+    pub fn identify(
+        &self,
+        policy: &Policy,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Option<Arc<Identity>>, Refusal> {
         if !self.trusts(facts.peer) {
             return Ok(None);
         }
         let mut users = facts.headers.get_all(&self.user_header).iter();
-        let Some(first) = users.next() else { return Ok(None) };
+        let Some(first) = users.next() else {
+            return Ok(None);
+        };
         if users.next().is_some() {
             return Err(Refusal::bad_request(
                 "duplicate_identity_header",
@@ -57,7 +63,12 @@ impl TrustedProxySource {
         }
         let user = first
             .to_str()
-            .map_err(|_| Refusal::bad_request("malformed_identity_header", format!("{} is not ASCII", self.user_header)))?
+            .map_err(|_| {
+                Refusal::bad_request(
+                    "malformed_identity_header",
+                    format!("{} is not ASCII", self.user_header),
+                )
+            })?
             .trim();
         if user.is_empty() {
             return Ok(None);
@@ -71,9 +82,9 @@ impl TrustedProxySource {
         let mut groups: Vec<String> = Vec::new();
         if let Some(gh) = &self.groups_header {
             for v in facts.headers.get_all(gh) {
-                let s = v
-                    .to_str()
-                    .map_err(|_| Refusal::bad_request("malformed_identity_header", format!("{gh} is not ASCII")))?;
+                let s = v.to_str().map_err(|_| {
+                    Refusal::bad_request("malformed_identity_header", format!("{gh} is not ASCII"))
+                })?;
                 for g in s.split(',').map(str::trim).filter(|g| !g.is_empty()) {
                     if !groups.iter().any(|x| x == g) {
                         groups.push(g.to_string());
@@ -85,10 +96,19 @@ impl TrustedProxySource {
         if let Some(hit) = self.identities.get(&key) {
             return Ok(Some(hit));
         }
-        let mut id = Identity::new(user, AuthMethod::TrustedProxy, groups, std::iter::empty(), policy);
+        let mut id = Identity::new(
+            user,
+            AuthMethod::TrustedProxy,
+            groups,
+            std::iter::empty(),
+            policy,
+        );
         id.notes.push(Reason::new(
             "trusted_proxy_user",
-            format!("a trusted proxy vouches for user {user} in {}", self.user_header),
+            format!(
+                "a trusted proxy vouches for user {user} in {}",
+                self.user_header
+            ),
         ));
         let id = Arc::new(id);
         self.identities.insert(key, id.clone());

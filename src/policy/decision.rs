@@ -73,7 +73,10 @@ impl Decision {
         let mut out = Vec::new();
         let label = policy.routes.label(self.route);
         match self.route.access {
-            Access::Public => out.push(Reason::new("route_public", format!("route {label} is public"))),
+            Access::Public => out.push(Reason::new(
+                "route_public",
+                format!("route {label} is public"),
+            )),
             Access::Deny => out.push(Reason::new(
                 "default_deny",
                 format!("no route matches {method} {path}; the default route denies it"),
@@ -110,7 +113,11 @@ impl Decision {
                         "narrowed_by_request",
                         format!(
                             "the client asked for {} only; dropped {}",
-                            if req.is_empty() { "no scopes".to_string() } else { cat.join(req, ", ") },
+                            if req.is_empty() {
+                                "no scopes".to_string()
+                            } else {
+                                cat.join(req, ", ")
+                            },
                             cat.join(dropped, ", ")
                         ),
                     ));
@@ -172,10 +179,10 @@ impl Decision {
             ),
         };
         if deny != DenyKind::Unauthenticated {
-            r.scopes = Some(ScopeDetail {
+            r.scopes = Some(Box::new(ScopeDetail {
                 required: cat.names_owned(self.required),
                 granted: cat.names_owned(self.effective),
-            });
+            }));
         }
         r.reasons = reasons;
         Some(r)
@@ -353,11 +360,17 @@ scopes = ["operator.admin"]
         assert_eq!(r.message, "missing scope: operator.write");
         let detail = r.scopes.as_ref().unwrap();
         assert_eq!(detail.required, vec!["operator.write"]);
-        assert_eq!(detail.granted, vec!["operator.read", "operator.sessions.read"]);
+        assert_eq!(
+            detail.granted,
+            vec!["operator.read", "operator.sessions.read"]
+        );
         let msgs: Vec<_> = r.reasons.iter().map(|r| r.message.as_str()).collect();
         assert_eq!(msgs[0], "route POST /v1/responses requires operator.write");
         assert_eq!(msgs[1], "jwt sub=bob grants operator.read");
-        assert!(msgs.last().unwrap().starts_with("operator.write is not among the effective scopes"));
+        assert!(msgs
+            .last()
+            .unwrap()
+            .starts_with("operator.write is not among the effective scopes"));
     }
 
     #[test]
@@ -400,7 +413,9 @@ scopes = ["operator.admin"]
         let d = run(&p, None, "GET", "/v1/models");
         assert_eq!(d.deny, Some(DenyKind::Unauthenticated));
         assert_eq!(
-            d.refusal(&p, None, &Method::GET, "/v1/models").unwrap().status(),
+            d.refusal(&p, None, &Method::GET, "/v1/models")
+                .unwrap()
+                .status(),
             401
         );
         assert!(run(&p, None, "GET", "/healthz").allowed());
@@ -412,7 +427,9 @@ scopes = ["operator.admin"]
         let id = ident(&p, "alice@example.com", &[], &[]);
         let d = run(&p, Some(&id), "DELETE", "/v1/models");
         assert_eq!(d.deny, Some(DenyKind::DefaultDeny));
-        let r = d.refusal(&p, Some(&id), &Method::DELETE, "/v1/models").unwrap();
+        let r = d
+            .refusal(&p, Some(&id), &Method::DELETE, "/v1/models")
+            .unwrap();
         assert_eq!(r.code, "default_deny");
         assert!(r.reasons[0].message.contains("DELETE /v1/models"));
     }

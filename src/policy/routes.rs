@@ -52,17 +52,29 @@ impl PathRejection {
     pub fn message(self) -> &'static str {
         match self {
             PathRejection::NotOriginForm => "the request target must be an absolute path",
-            PathRejection::EmptySegment => "the path contains an empty segment (`//`), which upstreams may merge",
+            PathRejection::EmptySegment => {
+                "the path contains an empty segment (`//`), which upstreams may merge"
+            }
             PathRejection::DotSegment => "the path contains a `.` or `..` segment",
-            PathRejection::Semicolon => "the path contains `;` (matrix parameters are read differently by upstreams)",
+            PathRejection::Semicolon => {
+                "the path contains `;` (matrix parameters are read differently by upstreams)"
+            }
             PathRejection::Backslash => "the path contains a backslash",
-            PathRejection::EncodedSeparator => "the path contains an encoded `/` or `\\` (%2F, %5C)",
+            PathRejection::EncodedSeparator => {
+                "the path contains an encoded `/` or `\\` (%2F, %5C)"
+            }
             PathRejection::EncodedDot => "the path contains an encoded `.` (%2E)",
-            PathRejection::EncodedUnreserved => "the path percent-encodes a character that needs no encoding",
-            PathRejection::EncodedPercent => "the path contains an encoded `%` (%25), a double-encoding",
+            PathRejection::EncodedUnreserved => {
+                "the path percent-encodes a character that needs no encoding"
+            }
+            PathRejection::EncodedPercent => {
+                "the path contains an encoded `%` (%25), a double-encoding"
+            }
             PathRejection::EncodedControl => "the path encodes a control character or `;`",
             PathRejection::BadPercentEncoding => "the path has a malformed percent-escape",
-            PathRejection::InvalidUtf8 => "the decoded path is not valid UTF-8 (e.g. an overlong sequence)",
+            PathRejection::InvalidUtf8 => {
+                "the decoded path is not valid UTF-8 (e.g. an overlong sequence)"
+            }
             PathRejection::RawNonAscii => "the path contains raw non-ASCII bytes",
             PathRejection::ControlByte => "the path contains a control byte",
         }
@@ -170,7 +182,8 @@ impl PathPattern {
             return Err(format!("route path {p:?} must not contain a query or fragment: policy never matches on them"));
         }
         if !p.contains('*') {
-            canonical_path(p).map_err(|r| format!("route path {p:?} is not canonical: {}", r.message()))?;
+            canonical_path(p)
+                .map_err(|r| format!("route path {p:?} is not canonical: {}", r.message()))?;
             return Ok(PathPattern::Exact(p.to_string()));
         }
         let parts: Vec<&str> = p[1..].split('/').collect();
@@ -259,7 +272,11 @@ pub struct RouteMatch {
 }
 
 impl RouteTable {
-    pub fn compile(routes: &[RouteConfig], default: &DefaultRoute, catalogue: &Catalogue) -> RouteTable {
+    pub fn compile(
+        routes: &[RouteConfig],
+        default: &DefaultRoute,
+        catalogue: &Catalogue,
+    ) -> RouteTable {
         let compiled = routes
             .iter()
             .map(|r| {
@@ -272,14 +289,19 @@ impl RouteTable {
                 let methods = if r.methods.is_empty() {
                     "*".to_string()
                 } else {
-                    r.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
+                    r.methods
+                        .iter()
+                        .map(|m| m.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
                 };
                 let ws = match r.websocket {
                     Some(true) => " (websocket)",
                     _ => "",
                 };
                 Route {
-                    pattern: PathPattern::parse(&r.path).unwrap_or(PathPattern::Exact(r.path.clone())),
+                    pattern: PathPattern::parse(&r.path)
+                        .unwrap_or(PathPattern::Exact(r.path.clone())),
                     methods: r.methods.clone(),
                     websocket: r.websocket,
                     access,

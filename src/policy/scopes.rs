@@ -91,7 +91,9 @@ impl Catalogue {
         });
         let mut direct = vec![ScopeSet::EMPTY; names.len()];
         for (from, targets) in &cfg.implies {
-            let Some(&f) = by_name.get(from) else { continue };
+            let Some(&f) = by_name.get(from) else {
+                continue;
+            };
             for t in targets {
                 if t == "*" {
                     direct[f] = direct[f].union(all);
@@ -330,7 +332,10 @@ mod tests {
     fn transitive_custom_rules() {
         let cfg = ScopesConfig {
             catalogue: vec!["a".into(), "b".into(), "c".into()],
-            implies: vec![("a".into(), vec!["b".into()]), ("b".into(), vec!["c".into()])],
+            implies: vec![
+                ("a".into(), vec!["b".into()]),
+                ("b".into(), vec!["c".into()]),
+            ],
         };
         let c = Catalogue::new(&cfg);
         let a = c.parse(["a"]).0;

@@ -44,7 +44,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                     async move { Ok::<_, Infallible>(route(&shared, req).await) }
                 });
             let mut b = hyper::server::conn::http1::Builder::new();
-            b.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+            b.timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10));
             let _ = b
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
                 .await;
@@ -57,11 +58,18 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>>
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
     }
     match req.uri().path() {
-        "/healthz" => json(StatusCode::OK, serde_json::json!({"ok": true, "status": "live"})),
+        "/healthz" => json(
+            StatusCode::OK,
+            serde_json::json!({"ok": true, "status": "live"}),
+        ),
         "/readyz" => {
             let r = shared.readiness().await;
             crate::metrics::get().ready.set(r.ready as i64);
-            let status = if r.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let status = if r.ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             json(status, serde_json::to_value(&r).unwrap_or_default())
         }
         "/metrics" => {
@@ -73,22 +81,31 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>>
             );
             resp
         }
-        _ => text(StatusCode::NOT_FOUND, "not found: /healthz, /readyz, /metrics\n".into()),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: /healthz, /readyz, /metrics\n".into(),
+        ),
     }
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
 fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(serde_json::to_vec(&v).unwrap_or_default())));
+    let mut r = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec(&v).unwrap_or_default(),
+    )));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     r
 }

@@ -48,7 +48,9 @@ pub fn explain_value(
     }
     out.insert(
         "client_ip".into(),
-        client_ip.map(|i| Value::from(i.to_string())).unwrap_or(Value::Null),
+        client_ip
+            .map(|i| Value::from(i.to_string()))
+            .unwrap_or(Value::Null),
     );
     out.insert(
         "seen".into(),
@@ -62,9 +64,16 @@ pub fn explain_value(
     // Identity reasons: the same explanation a decision would carry, without a route.
     let mut reasons: Vec<Value> = Vec::new();
     if let Some(id) = identity {
-        let route = snap.policy.routes.find(&Method::GET, "/.scopegate/whoami", false);
+        let route = snap
+            .policy
+            .routes
+            .find(&Method::GET, "/.scopegate/whoami", false);
         let d = decide(&snap.policy, Some(id), route, None);
-        for r in d.reasons(&snap.policy, Some(id), &Method::GET, "/.scopegate/whoami").into_iter().skip(1) {
+        for r in d
+            .reasons(&snap.policy, Some(id), &Method::GET, "/.scopegate/whoami")
+            .into_iter()
+            .skip(1)
+        {
             reasons.push(json!({"code": r.code, "message": r.message}));
         }
     } else if let Some(r) = &identified.anonymous_reason {
@@ -75,7 +84,9 @@ pub fn explain_value(
     out.insert("reasons".into(), reasons.into());
 
     if let Some((method, path, websocket)) = request {
-        canonical_path(path).map_err(|why| Refusal::bad_request(why.code(), format!("ambiguous path: {}", why.message())))?;
+        canonical_path(path).map_err(|why| {
+            Refusal::bad_request(why.code(), format!("ambiguous path: {}", why.message()))
+        })?;
         let route = snap.policy.routes.find(method, path, websocket);
         let d = decide(&snap.policy, identity, route, None);
         let reasons = match d.refusal(&snap.policy, identity, method, path) {
@@ -128,7 +139,9 @@ pub fn whoami(
     let mut path = None;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v).ok_or_else(|| Refusal::bad_request("bad_query", "whoami query is not valid percent-encoding"))?;
+        let v = percent_decode(v).ok_or_else(|| {
+            Refusal::bad_request("bad_query", "whoami query is not valid percent-encoding")
+        })?;
         match k {
             "method" => method = Some(v),
             "path" => path = Some(v),
@@ -138,8 +151,15 @@ pub fn whoami(
     let request = match (&method, &path) {
         (_, None) => None,
         (m, Some(p)) => {
-            let m = Method::from_bytes(m.as_deref().unwrap_or("GET").to_ascii_uppercase().as_bytes())
-                .map_err(|_| Refusal::bad_request("bad_query", "whoami method is not an HTTP method"))?;
+            let m = Method::from_bytes(
+                m.as_deref()
+                    .unwrap_or("GET")
+                    .to_ascii_uppercase()
+                    .as_bytes(),
+            )
+            .map_err(|_| {
+                Refusal::bad_request("bad_query", "whoami method is not an HTTP method")
+            })?;
             Some((m, p.clone()))
         }
     };
@@ -149,7 +169,9 @@ pub fn whoami(
         client_ip,
         request.as_ref().map(|(m, p)| (m, p.as_str(), false)),
     )?;
-    Ok(Bytes::from(serde_json::to_vec_pretty(&value).unwrap_or_default()))
+    Ok(Bytes::from(
+        serde_json::to_vec_pretty(&value).unwrap_or_default(),
+    ))
 }
 
 fn percent_decode(s: &str) -> Option<String> {

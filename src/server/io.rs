@@ -36,7 +36,11 @@ impl ServerIo {
 }
 
 impl AsyncRead for ServerIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
@@ -53,7 +57,11 @@ impl AsyncRead for ServerIo {
 }
 
 impl AsyncWrite for ServerIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().stream {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, data),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, data),
@@ -111,7 +119,10 @@ pub async fn detect_h2<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<(bool, Byt
         let want = H2_PREFACE.len() - buf.len();
         let n = r.read(&mut chunk[..want]).await?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before a request"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed before a request",
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
         if buf[..] != H2_PREFACE[..buf.len()] {

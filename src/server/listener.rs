@@ -31,7 +31,11 @@ pub enum BoundListener {
 }
 
 /// Binds one listener per worker: `SO_REUSEPORT` TCP sockets on one port, or one shared unix socket.
-pub fn bind(addr: &ListenAddr, workers: usize, unix_mode: Option<u32>) -> io::Result<(Vec<BoundListener>, Option<SocketAddr>)> {
+pub fn bind(
+    addr: &ListenAddr,
+    workers: usize,
+    unix_mode: Option<u32>,
+) -> io::Result<(Vec<BoundListener>, Option<SocketAddr>)> {
     match addr {
         ListenAddr::Tcp(sa) => {
             let mut out = Vec::with_capacity(workers);
@@ -156,7 +160,12 @@ pub async fn run_worker(proxy: Arc<Proxy>, bound: BoundListener, limit: Arc<Sema
     }
 }
 
-async fn serve_connection(proxy: Arc<Proxy>, stream: Stream, peer: Peer, _permit: OwnedSemaphorePermit) {
+async fn serve_connection(
+    proxy: Arc<Proxy>,
+    stream: Stream,
+    peer: Peer,
+    _permit: OwnedSemaphorePermit,
+) {
     let _gauge = crate::metrics::GaugeGuard::connection();
     let snap = proxy.shared.snapshot.load_full();
     let server = snap.config.server.clone();
@@ -167,7 +176,11 @@ async fn serve_connection(proxy: Arc<Proxy>, stream: Stream, peer: Peer, _permit
             (Stream::Tcp(tcp), Some(acceptor)) => {
                 let tls = acceptor.accept(tcp).await?;
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                Ok::<_, io::Error>((ServerIo::new(Stream::Tls(Box::new(tls)), bytes::Bytes::new()), h2, true))
+                Ok::<_, io::Error>((
+                    ServerIo::new(Stream::Tls(Box::new(tls)), bytes::Bytes::new()),
+                    h2,
+                    true,
+                ))
             }
             (mut s, _) => {
                 let (h2, prefix) = match &mut s {

@@ -63,7 +63,10 @@ impl Shared {
             tracing::warn!("listen addresses and worker count change only on restart; the rest of the new config applies now");
         }
         let generation = {
-            let _guard = self.reload_lock.lock().map_err(|_| "reload lock poisoned".to_string())?;
+            let _guard = self
+                .reload_lock
+                .lock()
+                .map_err(|_| "reload lock poisoned".to_string())?;
             self.generation.load(Ordering::Acquire) + 1
         };
         let snap = Snapshot::build(config, generation, Some(&current))?;
@@ -71,15 +74,23 @@ impl Shared {
             let reused = current.jwks().is_some_and(|c| Arc::ptr_eq(c, jwks));
             if !reused {
                 if !jwks.initial_fetch(Duration::from_secs(10)).await {
-                    tracing::warn!(url = jwks.url(), "new JWKS is not reachable yet; JWT requests get 503 until it is");
+                    tracing::warn!(
+                        url = jwks.url(),
+                        "new JWKS is not reachable yet; JWT requests get 503 until it is"
+                    );
                 }
                 jwks.spawn_refresher(self.draining.clone());
             }
         }
-        let _guard = self.reload_lock.lock().map_err(|_| "reload lock poisoned".to_string())?;
+        let _guard = self
+            .reload_lock
+            .lock()
+            .map_err(|_| "reload lock poisoned".to_string())?;
         self.generation.store(generation, Ordering::Release);
         self.snapshot.store(Arc::new(snap));
-        crate::metrics::get().config_generation.set(generation as i64);
+        crate::metrics::get()
+            .config_generation
+            .set(generation as i64);
         Ok(generation)
     }
 
@@ -93,10 +104,22 @@ impl Shared {
         let authority = snap.config.upstream.authority.clone();
         let port = authority
             .port_u16()
-            .unwrap_or(if snap.config.upstream.scheme_https { 443 } else { 80 });
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+            .unwrap_or(if snap.config.upstream.scheme_https {
+                443
+            } else {
+                80
+            });
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let upstream_ok = matches!(
-            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect((host.as_str(), port))).await,
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::net::TcpStream::connect((host.as_str(), port))
+            )
+            .await,
             Ok(Ok(_))
         );
         let draining = self.draining.is_cancelled();
@@ -135,7 +158,9 @@ impl ServerHandle {
     /// Begins a graceful shutdown (same as SIGTERM).
     pub fn begin_shutdown(&self) {
         if !self.shared.draining.is_cancelled() {
-            tracing::info!("draining: no new connections; in-flight requests and streams may finish");
+            tracing::info!(
+                "draining: no new connections; in-flight requests and streams may finish"
+            );
             crate::metrics::get().ready.set(0);
             self.shared.tracker.close();
             self.shared.draining.cancel();
@@ -202,11 +227,16 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
             stack::JWKS_PATH
         );
     }
-    let (bound, addr) = listener::bind(&cfg.server.listen, cfg.server.workers, cfg.server.unix_socket_mode)
-        .map_err(|e| format!("cannot listen on {}: {e}", cfg.server.listen))?;
+    let (bound, addr) = listener::bind(
+        &cfg.server.listen,
+        cfg.server.workers,
+        cfg.server.unix_socket_mode,
+    )
+    .map_err(|e| format!("cannot listen on {}: {e}", cfg.server.listen))?;
     let admin_std = match cfg.server.admin_listen {
         Some(a) => {
-            let l = std::net::TcpListener::bind(a).map_err(|e| format!("cannot listen on admin address {a}: {e}"))?;
+            let l = std::net::TcpListener::bind(a)
+                .map_err(|e| format!("cannot listen on admin address {a}: {e}"))?;
             l.set_nonblocking(true).map_err(|e| e.to_string())?;
             Some(l)
         }
@@ -246,7 +276,10 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
                     let s = shared.clone();
                     tokio::spawn(async move {
                         if !jwks.initial_fetch(Duration::from_secs(30)).await {
-                            tracing::warn!(url = jwks.url(), "JWKS not reachable yet; retrying in the background");
+                            tracing::warn!(
+                                url = jwks.url(),
+                                "JWKS not reachable yet; retrying in the background"
+                            );
                         }
                         let _ = s.readiness().await;
                     });
@@ -273,7 +306,10 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
         let handle = std::thread::Builder::new()
             .name(format!("scopegate-worker-{i}"))
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
                     Ok(rt) => rt,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot start worker runtime");

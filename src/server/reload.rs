@@ -61,27 +61,40 @@ pub fn spawn_file_watch(shared: Arc<Shared>) {
         .iter()
         .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
         .collect();
-    let names: Vec<std::ffi::OsString> = files.iter().filter_map(|p| p.file_name().map(|n| n.to_os_string())).collect();
-    let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            let relevant = ev.paths.iter().any(|p| {
-                targets.iter().any(|t| t == p)
-                    || p.file_name().is_some_and(|n| names.iter().any(|x| x == n) || n == "..data")
-            });
-            if relevant && !matches!(ev.kind, notify::EventKind::Access(_)) {
-                let _ = tx.send(());
+    let names: Vec<std::ffi::OsString> = files
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
+        .collect();
+    let mut watcher =
+        match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res {
+                let relevant = ev.paths.iter().any(|p| {
+                    targets.iter().any(|t| t == p)
+                        || p.file_name()
+                            .is_some_and(|n| names.iter().any(|x| x == n) || n == "..data")
+                });
+                if relevant && !matches!(ev.kind, notify::EventKind::Access(_)) {
+                    let _ = tx.send(());
+                }
             }
-        }
-    }) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
-            return;
-        }
-    };
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
+                return;
+            }
+        };
     let mut dirs: Vec<PathBuf> = files
         .iter()
-        .filter_map(|p| p.parent().map(|d| if d.as_os_str().is_empty() { PathBuf::from(".") } else { d.to_path_buf() }))
+        .filter_map(|p| {
+            p.parent().map(|d| {
+                if d.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    d.to_path_buf()
+                }
+            })
+        })
         .collect();
     dirs.sort();
     dirs.dedup();

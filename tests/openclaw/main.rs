@@ -47,7 +47,8 @@ fn sorted(v: &[&str]) -> Vec<String> {
 fn scopegate_config(dir: &std::path::Path, gw_port: u16, idp: &TestKey, whois: &WhoIs) -> String {
     let assertion_key = scopegate::assertion::pem_encode(
         "PRIVATE KEY",
-        &scopegate::assertion::generate_pkcs8(scopegate::config::AssertionAlgorithm::EdDSA).unwrap(),
+        &scopegate::assertion::generate_pkcs8(scopegate::config::AssertionAlgorithm::EdDSA)
+            .unwrap(),
     );
     std::fs::write(dir.join("assertion.pem"), assertion_key).unwrap();
     let sha = |t: &str| scopegate::identity::api_token::sha256_hex(t.as_bytes());
@@ -109,7 +110,11 @@ fn openclaw_config_command(config: &std::path::Path) -> Value {
         .arg(config)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text: String = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.trim_start().starts_with("//"))
@@ -128,7 +133,9 @@ fn merge(into: &mut Value, from: Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openclaw_gateway_behind_scopegate() {
-    let install = tokio::task::spawn_blocking(gateway::ensure_installed).await.unwrap();
+    let install = tokio::task::spawn_blocking(gateway::ensure_installed)
+        .await
+        .unwrap();
     let stub = stub_model::StubModel::start().await;
     let whois = WhoIs::start().await;
     whois.user("100.64.0.7", "alice@example.com", "Alice");
@@ -167,13 +174,32 @@ async fn openclaw_gateway_behind_scopegate() {
     drop(gw);
 }
 
-async fn scenario_1_jwt_on_the_http_surface(sg: &str, gw: &str, idp: &TestKey, stub: &stub_model::StubModel) {
+async fn scenario_1_jwt_on_the_http_surface(
+    sg: &str,
+    gw: &str,
+    idp: &TestKey,
+    stub: &stub_model::StubModel,
+) {
     let rw = idp.token("dev@example.com", &["operator.read", "operator.write"]);
     let auth = bearer(&rw);
-    let h = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    let h = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
 
-    let got = send("POST", &format!("{sg}/v1/responses"), &h, r#"{"model":"openclaw","input":"hi"}"#).await;
-    assert!(got.status != 401 && got.status != 403, "/v1/responses refused: {} {}", got.status, got.text());
+    let got = send(
+        "POST",
+        &format!("{sg}/v1/responses"),
+        &h,
+        r#"{"model":"openclaw","input":"hi"}"#,
+    )
+    .await;
+    assert!(
+        got.status != 401 && got.status != 403,
+        "/v1/responses refused: {} {}",
+        got.status,
+        got.text()
+    );
     assert!(!got.text().contains("missing scope"), "{}", got.text());
     assert_eq!(got.status, 200, "{}", got.text());
     let j = got.json();
@@ -189,16 +215,28 @@ async fn scenario_1_jwt_on_the_http_surface(sg: &str, gw: &str, idp: &TestKey, s
     .await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert!(!got.text().contains("missing scope"));
-    assert_eq!(got.json()["choices"][0]["message"]["content"], stub_model::REPLY);
+    assert_eq!(
+        got.json()["choices"][0]["message"]["content"],
+        stub_model::REPLY
+    );
 
     let got = get(&format!("{sg}/v1/models"), &h).await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert!(got.json()["data"].as_array().is_some_and(|d| !d.is_empty()));
 
     // Streaming: server-sent events come back through scopegate.
-    let got = send("POST", &format!("{sg}/v1/responses"), &h, r#"{"model":"openclaw","input":"hi","stream":true}"#).await;
+    let got = send(
+        "POST",
+        &format!("{sg}/v1/responses"),
+        &h,
+        r#"{"model":"openclaw","input":"hi","stream":true}"#,
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.text());
-    assert!(got.header("content-type").unwrap_or_default().starts_with("text/event-stream"));
+    assert!(got
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("text/event-stream"));
     assert!(got.text().contains("data:"), "{}", got.text());
     assert!(stub.calls.load(std::sync::atomic::Ordering::SeqCst) >= 3);
 
@@ -208,7 +246,10 @@ async fn scenario_1_jwt_on_the_http_surface(sg: &str, gw: &str, idp: &TestKey, s
     let got = send(
         "POST",
         &format!("{sg}/v1/responses"),
-        &[("authorization", auth_ro.as_str()), ("content-type", "application/json")],
+        &[
+            ("authorization", auth_ro.as_str()),
+            ("content-type", "application/json"),
+        ],
         r#"{"model":"openclaw","input":"hi"}"#,
     )
     .await;
@@ -217,14 +258,35 @@ async fn scenario_1_jwt_on_the_http_surface(sg: &str, gw: &str, idp: &TestKey, s
     assert_eq!(j["error"]["type"], "forbidden");
     assert_eq!(j["error"]["message"], "missing scope: operator.write");
     assert!(j["error"]["reasons"].as_array().unwrap().len() >= 2);
-    assert_eq!(get(&format!("{sg}/v1/models"), &[("authorization", auth_ro.as_str())]).await.status, 200);
+    assert_eq!(
+        get(
+            &format!("{sg}/v1/models"),
+            &[("authorization", auth_ro.as_str())]
+        )
+        .await
+        .status,
+        200
+    );
 
     // The same read+write JWT sent straight to the gateway fails: it validates no JWT.
-    let direct = get(&format!("{gw}/v1/models"), &[("authorization", auth.as_str())]).await;
-    assert!(direct.status == 401 || direct.status == 403, "direct: {} {}", direct.status, direct.text());
+    let direct = get(
+        &format!("{gw}/v1/models"),
+        &[("authorization", auth.as_str())],
+    )
+    .await;
+    assert!(
+        direct.status == 401 || direct.status == 403,
+        "direct: {} {}",
+        direct.status,
+        direct.text()
+    );
 }
 
-async fn scenario_2_cli_with_jwt_and_api_token(install: &gateway::Install, ws_url: &str, idp: &TestKey) {
+async fn scenario_2_cli_with_jwt_and_api_token(
+    install: &gateway::Install,
+    ws_url: &str,
+    idp: &TestKey,
+) {
     let admin_jwt = idp.token("ops@example.com", &["operator.admin"]);
     let url = ws_url.trim_end_matches('/').to_string();
     let run = |args: Vec<String>| {
@@ -244,9 +306,18 @@ async fn scenario_2_cli_with_jwt_and_api_token(install: &gateway::Install, ws_ur
     let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
 
     // `openclaw gateway probe` with a JWT: it connects with scopes, not "connected_no_operator_scope".
-    let (_, out) = run(a(&["gateway", "probe", "--url", &url, "--token", &admin_jwt, "--json"])).await;
+    let (_, out) = run(a(&[
+        "gateway", "probe", "--url", &url, "--token", &admin_jwt, "--json",
+    ]))
+    .await;
     let j = gateway::json_in(&out);
-    let target = j["targets"].as_array().unwrap().iter().find(|t| t["id"] == "explicit").unwrap().clone();
+    let target = j["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "explicit")
+        .unwrap()
+        .clone();
     assert_eq!(target["connect"]["ok"], true, "{target}");
     assert_eq!(target["connect"]["rpcOk"], true, "{target}");
     assert!(!out.contains("missing scope"), "{out}");
@@ -255,25 +326,79 @@ async fn scenario_2_cli_with_jwt_and_api_token(install: &gateway::Install, ws_ur
     assert_ne!(target["auth"]["capability"], "connected_no_operator_scope");
 
     // A read RPC with an API token (the CLI asks for operator.read and gets it).
-    let (ok, out) = run(a(&["gateway", "call", "status", "--params", "{}", "--url", &url, "--token", READER_TOKEN, "--json"])).await;
+    let (ok, out) = run(a(&[
+        "gateway",
+        "call",
+        "status",
+        "--params",
+        "{}",
+        "--url",
+        &url,
+        "--token",
+        READER_TOKEN,
+        "--json",
+    ]))
+    .await;
     assert!(ok, "{out}");
-    assert!(gateway::json_in(&out)["runtimeVersion"].is_string(), "{out}");
-    let (ok, out) = run(a(&["cron", "list", "--url", &url, "--token", &admin_jwt, "--json"])).await;
+    assert!(
+        gateway::json_in(&out)["runtimeVersion"].is_string(),
+        "{out}"
+    );
+    let (ok, out) = run(a(&[
+        "cron", "list", "--url", &url, "--token", &admin_jwt, "--json",
+    ]))
+    .await;
     assert!(ok, "{out}");
     assert!(gateway::json_in(&out)["jobs"].is_array(), "{out}");
 
     // An admin RPC: with the admin JWT the scope check passes (config.set then wants a base hash, which
     // proves the scope was granted without changing anything); with the reader token it is refused.
-    let (_, out) = run(a(&["gateway", "call", "config.set", "--params", r#"{"raw":"{}"}"#, "--url", &url, "--token", &admin_jwt, "--json"])).await;
+    let (_, out) = run(a(&[
+        "gateway",
+        "call",
+        "config.set",
+        "--params",
+        r#"{"raw":"{}"}"#,
+        "--url",
+        &url,
+        "--token",
+        &admin_jwt,
+        "--json",
+    ]))
+    .await;
     let j = gateway::json_in(&out);
     assert_eq!(j["error"]["code"], "INVALID_REQUEST", "{out}");
     assert!(!out.contains("missing scope"), "{out}");
-    let (ok, out) = run(a(&["gateway", "call", "config.set", "--params", r#"{"raw":"{}"}"#, "--url", &url, "--token", READER_TOKEN, "--json"])).await;
+    let (ok, out) = run(a(&[
+        "gateway",
+        "call",
+        "config.set",
+        "--params",
+        r#"{"raw":"{}"}"#,
+        "--url",
+        &url,
+        "--token",
+        READER_TOKEN,
+        "--json",
+    ]))
+    .await;
     assert!(!ok);
     assert!(out.contains("missing scope: operator.admin"), "{out}");
 
     // A token scopegate does not accept: refused in the gateway's own error shape, with scopegate's reason.
-    let (ok, out) = run(a(&["gateway", "call", "status", "--params", "{}", "--url", &url, "--token", "not-a-valid-token", "--json"])).await;
+    let (ok, out) = run(a(&[
+        "gateway",
+        "call",
+        "status",
+        "--params",
+        "{}",
+        "--url",
+        &url,
+        "--token",
+        "not-a-valid-token",
+        "--json",
+    ]))
+    .await;
     assert!(!ok);
     let j = gateway::json_in(&out);
     assert_eq!(j["error"]["code"], "UNAUTHORIZED", "{out}");
@@ -290,17 +415,36 @@ async fn scenario_3_device_less_tailscale_and_proxy_operators(ws_url: &str) {
         ("x-forwarded-proto", "https"),
         ("x-forwarded-host", "gateway.tail1234.ts.net"),
     ];
-    let (mut s, hello) = Session::open(ws_url, &ts_headers, connect_params("gateway-client", "backend", &["operator.admin", "operator.read", "operator.write"], None))
-        .await
-        .unwrap();
+    let (mut s, hello) = Session::open(
+        ws_url,
+        &ts_headers,
+        connect_params(
+            "gateway-client",
+            "backend",
+            &["operator.admin", "operator.read", "operator.write"],
+            None,
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(hello["ok"], true, "{hello}");
-    assert_eq!(granted(&hello), sorted(&WRITE_CLOSURE), "hello-ok scopes equal scopegate's effective set");
+    assert_eq!(
+        granted(&hello),
+        sorted(&WRITE_CLOSURE),
+        "hello-ok scopes equal scopegate's effective set"
+    );
     let r = s
-        .call("chat.send", json!({"sessionKey": "main", "message": "hi from tailscale", "idempotencyKey": "ts-1"}))
+        .call(
+            "chat.send",
+            json!({"sessionKey": "main", "message": "hi from tailscale", "idempotencyKey": "ts-1"}),
+        )
         .await;
     assert_eq!(r["ok"], true, "the write RPC is authorised: {r}");
     let r = s.call("config.set", json!({"raw": "{}"})).await;
-    assert_eq!(r["error"]["message"], "missing scope: operator.admin", "and nothing more: {r}");
+    assert_eq!(
+        r["error"]["message"], "missing scope: operator.admin",
+        "and nothing more: {r}"
+    );
     s.close().await;
 
     // A trusted-proxy user in group ops, no device, a custom client id.
@@ -309,13 +453,20 @@ async fn scenario_3_device_less_tailscale_and_proxy_operators(ws_url: &str) {
         ("x-auth-request-groups", "dev,ops"),
         ("x-forwarded-for", "198.51.100.20"),
     ];
-    let (mut s, hello) = Session::open(ws_url, &proxy_headers, connect_params("test", "test", &["operator.write"], None))
-        .await
-        .unwrap();
+    let (mut s, hello) = Session::open(
+        ws_url,
+        &proxy_headers,
+        connect_params("test", "test", &["operator.write"], None),
+    )
+    .await
+    .unwrap();
     assert_eq!(hello["ok"], true, "{hello}");
     assert_eq!(granted(&hello), sorted(&WRITE_CLOSURE));
     let r = s
-        .call("chat.send", json!({"sessionKey": "main", "message": "hi from the proxy", "idempotencyKey": "tp-1"}))
+        .call(
+            "chat.send",
+            json!({"sessionKey": "main", "message": "hi from the proxy", "idempotencyKey": "tp-1"}),
+        )
         .await;
     assert_eq!(r["ok"], true, "{r}");
     s.close().await;
@@ -333,23 +484,48 @@ async fn scenario_4_spoofing_changes_nothing(sg: &str, ws_url: &str, idp: &TestK
         ("content-type", "application/json"),
     ];
     // HTTP: still read-only.
-    let got = send("POST", &format!("{sg}/v1/responses"), &spoof, r#"{"model":"openclaw","input":"hi"}"#).await;
+    let got = send(
+        "POST",
+        &format!("{sg}/v1/responses"),
+        &spoof,
+        r#"{"model":"openclaw","input":"hi"}"#,
+    )
+    .await;
     assert_eq!(got.status, 403, "{}", got.text());
-    assert_eq!(got.json()["error"]["message"], "missing scope: operator.write");
+    assert_eq!(
+        got.json()["error"]["message"],
+        "missing scope: operator.write"
+    );
     let got = get(&format!("{sg}/.scopegate/whoami"), &spoof).await;
     let j = got.json();
     assert_eq!(j["subject"], "mallory@example.com");
-    assert_eq!(j["seen"][0]["subject"], "alice@example.com", "the network identity is only recorded");
-    assert_eq!(j["effective"], json!(["operator.read", "operator.sessions.read"]));
+    assert_eq!(
+        j["seen"][0]["subject"], "alice@example.com",
+        "the network identity is only recorded"
+    );
+    assert_eq!(
+        j["effective"],
+        json!(["operator.read", "operator.sessions.read"])
+    );
 
     // WebSocket: the gateway grants exactly the read set, whatever the client claimed.
-    let (mut s, hello) = Session::open(ws_url, &spoof, connect_params("cli", "cli", &["operator.admin"], None))
-        .await
-        .unwrap();
+    let (mut s, hello) = Session::open(
+        ws_url,
+        &spoof,
+        connect_params("cli", "cli", &["operator.admin"], None),
+    )
+    .await
+    .unwrap();
     assert_eq!(hello["ok"], true, "{hello}");
-    assert_eq!(granted(&hello), sorted(&["operator.read", "operator.sessions.read"]));
+    assert_eq!(
+        granted(&hello),
+        sorted(&["operator.read", "operator.sessions.read"])
+    );
     let r = s.call("config.set", json!({"raw": "{}"})).await;
-    assert_eq!(r["error"]["message"], "missing scope: operator.admin", "{r}");
+    assert_eq!(
+        r["error"]["message"], "missing scope: operator.admin",
+        "{r}"
+    );
     let r = s.call("status", json!({})).await;
     assert_eq!(r["ok"], true, "{r}");
     s.close().await;

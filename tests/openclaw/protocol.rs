@@ -44,7 +44,11 @@ async fn recv(ws: &mut super::support::client::Ws) -> Value {
 impl Session {
     /// Opens the socket with `headers` and completes the handshake. Returns the session and the
     /// `connect` response frame (`ok` true with `hello-ok`, or the error).
-    pub async fn open(url: &str, headers: &[(&str, &str)], params: Value) -> Result<(Session, Value), String> {
+    pub async fn open(
+        url: &str,
+        headers: &[(&str, &str)],
+        params: Value,
+    ) -> Result<(Session, Value), String> {
         let mut ws = super::support::client::ws_connect(url, headers)
             .await
             .map_err(|(status, body)| format!("upgrade refused: {status} {body}"))?;
@@ -52,9 +56,11 @@ impl Session {
         if challenge["event"] != "connect.challenge" {
             return Err(format!("expected connect.challenge, got {challenge}"));
         }
-        ws.send(Message::text(json!({"type": "req", "id": "c1", "method": "connect", "params": params}).to_string()))
-            .await
-            .map_err(|e| e.to_string())?;
+        ws.send(Message::text(
+            json!({"type": "req", "id": "c1", "method": "connect", "params": params}).to_string(),
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
         loop {
             let f = recv(&mut ws).await;
             if f["type"] == "res" && f["id"] == "c1" {
@@ -71,7 +77,9 @@ impl Session {
         self.next += 1;
         let id = format!("r{}", self.next);
         self.ws
-            .send(Message::text(json!({"type": "req", "id": id, "method": method, "params": params}).to_string()))
+            .send(Message::text(
+                json!({"type": "req", "id": id, "method": method, "params": params}).to_string(),
+            ))
             .await
             .unwrap();
         loop {
@@ -92,7 +100,12 @@ impl Session {
 pub fn granted(hello: &Value) -> Vec<String> {
     let mut v: Vec<String> = hello["payload"]["auth"]["scopes"]
         .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v

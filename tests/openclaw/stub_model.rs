@@ -29,14 +29,18 @@ impl StubModel {
         let c = calls.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let c = c.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let c = c.clone();
                         async move { Ok::<_, Infallible>(answer(req, c).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
@@ -59,18 +63,31 @@ impl StubModel {
 
 async fn answer(req: Request<Incoming>, calls: Arc<AtomicUsize>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     if path.ends_with("/models") {
-        return json_resp(json!({"object": "list", "data": [{"id": "stub-model", "object": "model"}]}));
+        return json_resp(
+            json!({"object": "list", "data": [{"id": "stub-model", "object": "model"}]}),
+        );
     }
     calls.fetch_add(1, Ordering::SeqCst);
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if req["stream"].as_bool().unwrap_or(false) {
         let chunk = |delta: Value, finish: Value| {
-            format!("data: {}\n\n", json!({"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "stub-model", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+            format!(
+                "data: {}\n\n",
+                json!({"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "stub-model", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            )
         };
         let mut out = String::new();
-        out.push_str(&chunk(json!({"role": "assistant", "content": REPLY}), Value::Null));
+        out.push_str(&chunk(
+            json!({"role": "assistant", "content": REPLY}),
+            Value::Null,
+        ));
         out.push_str(&chunk(json!({}), "stop".into()));
         out.push_str(&format!(
             "data: {}\n\n",
@@ -78,16 +95,20 @@ async fn answer(req: Request<Incoming>, calls: Arc<AtomicUsize>) -> Response<Ful
         ));
         out.push_str("data: [DONE]\n\n");
         let mut r = Response::new(Full::new(Bytes::from(out)));
-        r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+        r.headers_mut()
+            .insert("content-type", "text/event-stream".parse().unwrap());
         return r;
     }
-    json_resp(json!({"id": "c1", "object": "chat.completion", "created": 0, "model": "stub-model",
+    json_resp(
+        json!({"id": "c1", "object": "chat.completion", "created": 0, "model": "stub-model",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}}))
+        "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}}),
+    )
 }
 
 fn json_resp(v: Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
-    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
     r
 }

@@ -37,13 +37,17 @@ pub struct Got {
 
 impl Got {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn header(&self, n: &str) -> Option<String> {
-        self.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string)
+        self.headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
     }
 }
 
@@ -80,9 +84,10 @@ pub fn bearer(token: &str) -> String {
 /// HTTP/2 with prior knowledge over cleartext.
 pub async fn h2c(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Body> {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-        .await
-        .unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -113,7 +118,9 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], limit: Duration) -> String {
 
 fn response_complete(data: &[u8]) -> bool {
     let text = String::from_utf8_lossy(data);
-    let Some(head_end) = text.find("\r\n\r\n") else { return false };
+    let Some(head_end) = text.find("\r\n\r\n") else {
+        return false;
+    };
     let head = &text[..head_end].to_ascii_lowercase();
     if let Some(cl) = head.lines().find_map(|l| l.strip_prefix("content-length:")) {
         let n: usize = cl.trim().parse().unwrap_or(0);
@@ -124,7 +131,10 @@ fn response_complete(data: &[u8]) -> bool {
 
 /// The status code of a raw HTTP/1.1 response text (0 if none).
 pub fn raw_status(resp: &str) -> u16 {
-    resp.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The JSON body of a raw HTTP/1.1 response.
@@ -145,11 +155,21 @@ pub async fn ws_connect(url: &str, headers: &[(&str, &str)]) -> Result<Ws, (u16,
             http::HeaderValue::from_str(v).unwrap(),
         );
     }
-    match super::within(30, "websocket connect", tokio_tungstenite::connect_async(req)).await {
+    match super::within(
+        30,
+        "websocket connect",
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    {
         Ok((ws, _)) => Ok(ws),
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             let status = resp.status().as_u16();
-            let body = resp.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
             Err((status, body))
         }
         Err(e) => Err((0, e.to_string())),

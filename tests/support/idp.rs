@@ -40,7 +40,9 @@ impl Jwks {
         let (m, f) = (mode.clone(), fetches.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (m, f) = (m.clone(), f.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
@@ -50,16 +52,24 @@ impl Jwks {
                             let mode = m.lock().unwrap().clone();
                             let resp = match mode {
                                 Mode::Serve(doc) => {
-                                    let mut r = Response::new(Full::new(Bytes::from(doc.to_string())));
-                                    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+                                    let mut r =
+                                        Response::new(Full::new(Bytes::from(doc.to_string())));
+                                    r.headers_mut().insert(
+                                        "content-type",
+                                        "application/json".parse().unwrap(),
+                                    );
                                     r
                                 }
                                 Mode::Status(code) => {
-                                    let mut r = Response::new(Full::new(Bytes::from_static(b"unavailable")));
+                                    let mut r = Response::new(Full::new(Bytes::from_static(
+                                        b"unavailable",
+                                    )));
                                     *r.status_mut() = StatusCode::from_u16(code).unwrap();
                                     r
                                 }
-                                Mode::Garbage => Response::new(Full::new(Bytes::from_static(b"<html>maintenance</html>"))),
+                                Mode::Garbage => Response::new(Full::new(Bytes::from_static(
+                                    b"<html>maintenance</html>",
+                                ))),
                             };
                             Ok::<_, Infallible>(resp)
                         }
@@ -70,7 +80,11 @@ impl Jwks {
                 });
             }
         });
-        Jwks { addr, mode, fetches }
+        Jwks {
+            addr,
+            mode,
+            fetches,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -112,7 +126,9 @@ impl WhoIs {
         let (a, c) = (answers.clone(), calls.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (a, c) = (a.clone(), c.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -121,12 +137,20 @@ impl WhoIs {
                             c.fetch_add(1, Ordering::SeqCst);
                             let q = req.uri().query().unwrap_or("").to_string();
                             let addr = q.strip_prefix("addr=").unwrap_or("");
-                            let ip = addr.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(addr).trim_matches(['[', ']']);
+                            let ip = addr
+                                .rsplit_once(':')
+                                .map(|(ip, _)| ip)
+                                .unwrap_or(addr)
+                                .trim_matches(['[', ']']);
                             let found = a.lock().unwrap().get(ip).cloned();
                             let resp = match (req.uri().path(), found) {
-                                ("/localapi/v0/whois", Some(doc)) => Response::new(Full::new(Bytes::from(doc.to_string()))),
+                                ("/localapi/v0/whois", Some(doc)) => {
+                                    Response::new(Full::new(Bytes::from(doc.to_string())))
+                                }
                                 _ => {
-                                    let mut r = Response::new(Full::new(Bytes::from_static(b"no match for IP:port")));
+                                    let mut r = Response::new(Full::new(Bytes::from_static(
+                                        b"no match for IP:port",
+                                    )));
                                     *r.status_mut() = StatusCode::NOT_FOUND;
                                     r
                                 }

@@ -41,13 +41,19 @@ impl TestKey {
             kid: kid.into(),
             private: pem("PRIVATE KEY", &der).into_bytes(),
             public_pem: Some(pem("PUBLIC KEY", &spki)),
-            jwk: Some(json!({"kty":"OKP","crv":"Ed25519","x":b64url(&raw),"kid":kid,"alg":"EdDSA","use":"sig"})),
+            jwk: Some(
+                json!({"kty":"OKP","crv":"Ed25519","x":b64url(&raw),"kid":kid,"alg":"EdDSA","use":"sig"}),
+            ),
         }
     }
 
     pub fn p256(kid: &str) -> TestKey {
         let der = scopegate::assertion::generate_pkcs8(AssertionAlgorithm::ES256).unwrap();
-        let kp = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING, &der).unwrap();
+        let kp = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &der,
+        )
+        .unwrap();
         let point = kp.public_key().as_ref().to_vec();
         let mut spki = hex("3059301306072a8648ce3d020106082a8648ce3d030107034200");
         spki.extend_from_slice(&point);
@@ -56,7 +62,9 @@ impl TestKey {
             kid: kid.into(),
             private: pem("PRIVATE KEY", &der).into_bytes(),
             public_pem: Some(pem("PUBLIC KEY", &spki)),
-            jwk: Some(json!({"kty":"EC","crv":"P-256","x":b64url(&point[1..33]),"y":b64url(&point[33..]),"kid":kid,"alg":"ES256","use":"sig"})),
+            jwk: Some(
+                json!({"kty":"EC","crv":"P-256","x":b64url(&point[1..33]),"y":b64url(&point[33..]),"kid":kid,"alg":"ES256","use":"sig"}),
+            ),
         }
     }
 
@@ -70,14 +78,18 @@ impl TestKey {
         let comps = aws_lc_rs::signature::RsaPublicKeyComponents::<Vec<u8>>::from(kp.public_key());
         let spki: Option<Vec<u8>> = {
             use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
-            AsDer::<PublicKeyX509Der>::as_der(kp.public_key()).map(|d| d.as_ref().to_vec()).ok()
+            AsDer::<PublicKeyX509Der>::as_der(kp.public_key())
+                .map(|d| d.as_ref().to_vec())
+                .ok()
         };
         TestKey {
             alg,
             kid: kid.into(),
             private,
             public_pem: spki.map(|d| pem("PUBLIC KEY", &d)),
-            jwk: Some(json!({"kty":"RSA","n":b64url(&comps.n),"e":b64url(&comps.e),"kid":kid,"alg":alg.name(),"use":"sig"})),
+            jwk: Some(
+                json!({"kty":"RSA","n":b64url(&comps.n),"e":b64url(&comps.e),"kid":kid,"alg":alg.name(),"use":"sig"}),
+            ),
         }
     }
 
@@ -96,7 +108,13 @@ impl TestKey {
         self.token_with(sub, scopes, &[], |_| {})
     }
 
-    pub fn token_with(&self, sub: &str, scopes: &[&str], groups: &[&str], edit: impl FnOnce(&mut TokenSpec)) -> String {
+    pub fn token_with(
+        &self,
+        sub: &str,
+        scopes: &[&str],
+        groups: &[&str],
+        edit: impl FnOnce(&mut TokenSpec),
+    ) -> String {
         let key = tokens::encoding_key(self.alg, &self.private).unwrap();
         let mut spec = TokenSpec {
             issuer: ISSUER.into(),
@@ -152,5 +170,8 @@ pub fn claims(sub: &str, scope: &str) -> Value {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }

@@ -29,7 +29,9 @@ pub async fn within<T>(secs: u64, what: &str, f: impl std::future::Future<Output
 /// Installs a test log subscriber once (quiet unless RUST_LOG is set).
 pub fn logs() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_test_writer()
         .try_init();
 }

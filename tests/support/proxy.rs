@@ -25,7 +25,11 @@ impl TestProxy {
 
     /// Rewrites the config file and reloads (as SIGHUP would), returning the result.
     pub async fn reload_with(&self, toml: &str) -> Result<u64, String> {
-        std::fs::write(&self.config_path, toml.replace("{dir}", &self.dir.path().display().to_string())).unwrap();
+        std::fs::write(
+            &self.config_path,
+            toml.replace("{dir}", &self.dir.path().display().to_string()),
+        )
+        .unwrap();
         self.handle.reload().await.unwrap()
     }
 }
@@ -42,7 +46,8 @@ pub fn start_in(dir: tempfile::TempDir, toml: &str) -> TestProxy {
     let text = toml.replace("{dir}", &dir.path().display().to_string());
     let config_path = dir.path().join("scopegate.toml");
     std::fs::write(&config_path, &text).unwrap();
-    let cfg = Config::load(&config_path).unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{text}"));
+    let cfg = Config::load(&config_path)
+        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{text}"));
     let handle = scopegate::server::start(cfg).unwrap();
     let addr = handle.addr.expect("tests listen on TCP");
     TestProxy {
@@ -116,7 +121,10 @@ impl ChildProxy {
             Ok(x) => x,
             Err(_) => {
                 let _ = child.kill();
-                panic!("scopegate did not start:\n{}", logs.lock().unwrap().join("\n"));
+                panic!(
+                    "scopegate did not start:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
             }
         };
         ChildProxy {
@@ -137,13 +145,17 @@ impl ChildProxy {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
     /// Resident memory of the process, from /proc.
     pub fn rss_kib(&self) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         s.lines()
             .find(|l| l.starts_with("VmRSS:"))
             .and_then(|l| l.split_whitespace().nth(1))

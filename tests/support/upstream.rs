@@ -39,7 +39,10 @@ pub struct Seen {
 
 impl Seen {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
     }
     pub fn header_all(&self, name: &str) -> Vec<String> {
         self.headers
@@ -114,7 +117,10 @@ impl Upstream {
     }
 
     pub fn last(&self) -> Seen {
-        self.seen().last().cloned().expect("the upstream saw no request")
+        self.seen()
+            .last()
+            .cloned()
+            .expect("the upstream saw no request")
     }
 
     pub fn clear(&self) {
@@ -133,8 +139,16 @@ impl Upstream {
 
     /// Emits one SSE event on the open stream.
     pub async fn emit(&self, data: &str) {
-        let tx = self.state.sse.lock().unwrap().clone().expect("no open SSE stream");
-        tx.send(Bytes::from(format!("data: {data}\n\n"))).await.unwrap();
+        let tx = self
+            .state
+            .sse
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("no open SSE stream");
+        tx.send(Bytes::from(format!("data: {data}\n\n")))
+            .await
+            .unwrap();
     }
 
     /// Ends the open SSE stream.
@@ -167,14 +181,22 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     match path.as_str() {
         "/download" => {
             st.seen.lock().unwrap().push(seen);
-            let n: u64 = query.strip_prefix("bytes=").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let n: u64 = query
+                .strip_prefix("bytes=")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             let stream = futures_util::stream::unfold(0u64, move |sent| async move {
                 if sent >= n {
                     return None;
                 }
                 let chunk = (n - sent).min(64 * 1024) as usize;
-                let data: Vec<u8> = (0..chunk).map(|i| ((sent as usize + i) % 251) as u8).collect();
-                Some((Ok::<_, Infallible>(Frame::data(Bytes::from(data))), sent + chunk as u64))
+                let data: Vec<u8> = (0..chunk)
+                    .map(|i| ((sent as usize + i) % 251) as u8)
+                    .collect();
+                Some((
+                    Ok::<_, Infallible>(Frame::data(Bytes::from(data))),
+                    sent + chunk as u64,
+                ))
             });
             let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
             r.headers_mut().insert("content-length", n.into());
@@ -185,9 +207,13 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             let (tx, mut rx) = mpsc::channel::<Bytes>(1);
             *st.sse.lock().unwrap() = Some(tx);
             st.sse_opened.notify_waiters();
-            let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(|b| Ok::<_, Infallible>(Frame::data(b)))));
+            let stream = futures_util::stream::poll_fn(move |cx| {
+                rx.poll_recv(cx)
+                    .map(|o| o.map(|b| Ok::<_, Infallible>(Frame::data(b))))
+            });
             let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-            r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+            r.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
             r
         }
         "/hang" => {
@@ -200,7 +226,9 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             let reset = path == "/reset-body";
             let (tx, mut rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
             tokio::spawn(async move {
-                let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"first chunk\n")))).await;
+                let _ = tx
+                    .send(Ok(Frame::data(Bytes::from_static(b"first chunk\n"))))
+                    .await;
                 if reset {
                     // Dropping the sender ends the body early while the response promised more.
                     drop(tx);
@@ -220,16 +248,23 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             st.seen.lock().unwrap().push(seen);
             let code: u16 = p[8..].parse().unwrap_or(500);
             let mut r = Response::new(full(format!("status {code}")));
-            *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            *r.status_mut() =
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             r
         }
         "/trailers" => {
             st.seen.lock().unwrap().push(seen);
             let mut t = HeaderMap::new();
             t.insert("x-checksum", "abc123".parse().unwrap());
-            let frames = vec![Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"body"))), Ok(Frame::trailers(t))];
-            let mut r = Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames))));
-            r.headers_mut().insert("trailer", "x-checksum".parse().unwrap());
+            let frames = vec![
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"body"))),
+                Ok(Frame::trailers(t)),
+            ];
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(
+                frames,
+            ))));
+            r.headers_mut()
+                .insert("trailer", "x-checksum".parse().unwrap());
             r
         }
         _ => {
@@ -251,7 +286,12 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 }
             }
             seen.body_len = len;
-            seen.body_sha256 = ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            seen.body_sha256 = ctx
+                .finish()
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
             let headers: serde_json::Map<String, serde_json::Value> = seen
                 .headers
                 .iter()
@@ -263,10 +303,14 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             });
             st.seen.lock().unwrap().push(seen);
             let mut r = Response::new(full(body.to_string()));
-            r.headers_mut().insert("content-type", "application/json".parse().unwrap());
-            r.headers_mut().insert("connection", "x-upstream-hop".parse().unwrap());
-            r.headers_mut().insert("x-upstream-hop", "secret".parse().unwrap());
-            r.headers_mut().insert("keep-alive", "timeout=5".parse().unwrap());
+            r.headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            r.headers_mut()
+                .insert("connection", "x-upstream-hop".parse().unwrap());
+            r.headers_mut()
+                .insert("x-upstream-hop", "secret".parse().unwrap());
+            r.headers_mut()
+                .insert("keep-alive", "timeout=5".parse().unwrap());
             r
         }
     }
@@ -287,7 +331,7 @@ async fn websocket(mut req: Request<Incoming>) -> Response<Body> {
         use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
         use tokio_tungstenite::tungstenite::Message;
         while let Some(Ok(m)) = ws.next().await {
-            match m {
+            let reply = match m {
                 Message::Text(t) if t.starts_with("close:") => {
                     let code: u16 = t[6..].parse().unwrap_or(1000);
                     let _ = ws
@@ -296,21 +340,26 @@ async fn websocket(mut req: Request<Incoming>) -> Response<Body> {
                             reason: "requested".into(),
                         }))
                         .await;
+                    None
                 }
-                Message::Text(_) | Message::Binary(_) => {
-                    if ws.send(m).await.is_err() {
-                        break;
-                    }
-                }
+                Message::Text(_) | Message::Binary(_) => Some(m),
                 Message::Close(_) => break,
-                _ => {}
+                _ => None,
+            };
+            if let Some(r) = reply {
+                if ws.send(r).await.is_err() {
+                    break;
+                }
             }
         }
     });
     let mut r = Response::new(full(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    r.headers_mut().insert("connection", "upgrade".parse().unwrap());
-    r.headers_mut().insert("upgrade", "websocket".parse().unwrap());
-    r.headers_mut().insert("sec-websocket-accept", accept.parse().unwrap());
+    r.headers_mut()
+        .insert("connection", "upgrade".parse().unwrap());
+    r.headers_mut()
+        .insert("upgrade", "websocket".parse().unwrap());
+    r.headers_mut()
+        .insert("sec-websocket-accept", accept.parse().unwrap());
     r
 }

@@ -28,7 +28,9 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{
+    frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig,
+};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -54,15 +56,25 @@ pub fn accept(
     ex: &mut Exchange,
 ) -> Result<Response<ResponseBody>, Refusal> {
     let headers = req.headers();
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
-        return Err(Refusal::bad_request("websocket_version", "only WebSocket version 13 is supported"));
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return Err(Refusal::bad_request(
+            "websocket_version",
+            "only WebSocket version 13 is supported",
+        ));
     }
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .filter(|k| {
-            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, k.as_bytes()).is_ok_and(|d| d.len() == 16)
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, k.as_bytes())
+                .is_ok_and(|d| d.len() == 16)
         })
-        .ok_or_else(|| Refusal::bad_request("websocket_key", "Sec-WebSocket-Key is missing or malformed"))?;
+        .ok_or_else(|| {
+            Refusal::bad_request("websocket_key", "Sec-WebSocket-Key is missing or malformed")
+        })?;
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let origin = headers.get(header::ORIGIN).cloned();
     let user_agent = headers.get(header::USER_AGENT).cloned();
@@ -97,7 +109,13 @@ pub fn accept(
         .header(header::SEC_WEBSOCKET_ACCEPT, accept)
         .header("x-request-id", ex.request_id.clone())
         .body(ResponseBody::empty())
-        .map_err(|_| Refusal::new(RefusalKind::Internal, "internal", "cannot build the upgrade response"))
+        .map_err(|_| {
+            Refusal::new(
+                RefusalKind::Internal,
+                "internal",
+                "cannot build the upgrade response",
+            )
+        })
 }
 
 struct Session {
@@ -127,7 +145,8 @@ impl Session {
         let cfg = WebSocketConfig::default()
             .max_message_size(Some(32 << 20))
             .max_frame_size(Some(16 << 20));
-        let mut ws: ClientWs = WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, Some(cfg)).await;
+        let mut ws: ClientWs =
+            WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, Some(cfg)).await;
         let profile = match &self.snap.openclaw {
             Some(p) => p.clone(),
             None => return,
@@ -154,11 +173,15 @@ impl Session {
             Ok(Some(text)) => match parse_connect(&text) {
                 Ok(x) => x,
                 Err((id, msg)) => {
-                    self.refuse(&mut ws, id.as_ref(), WsRefusal {
-                        code: "INVALID_REQUEST",
-                        close: CloseCode::Policy,
-                        refusal: Refusal::bad_request("invalid_handshake", msg),
-                    })
+                    self.refuse(
+                        &mut ws,
+                        id.as_ref(),
+                        WsRefusal {
+                            code: "INVALID_REQUEST",
+                            close: CloseCode::Policy,
+                            refusal: Refusal::bad_request("invalid_handshake", msg),
+                        },
+                    )
                     .await;
                     return;
                 }
@@ -184,8 +207,16 @@ impl Session {
                 return;
             }
         };
-        self.relay(ws, upstream, connect_id, frame, identity, effective, profile.connect_timeout)
-            .await;
+        self.relay(
+            ws,
+            upstream,
+            connect_id,
+            frame,
+            identity,
+            effective,
+            profile.connect_timeout,
+        )
+        .await;
     }
 
     /// Verifies the in-band credential and decides the WebSocket route for it.
@@ -215,7 +246,11 @@ impl Session {
             .verify_bearer(&self.snap.policy, token)
             .await
             .map_err(|refusal| WsRefusal {
-                code: if refusal.kind == RefusalKind::ServiceUnavailable { "UNAVAILABLE" } else { "UNAUTHORIZED" },
+                code: if refusal.kind == RefusalKind::ServiceUnavailable {
+                    "UNAVAILABLE"
+                } else {
+                    "UNAUTHORIZED"
+                },
                 close: CloseCode::Policy,
                 refusal,
             })?;
@@ -228,14 +263,22 @@ impl Session {
         });
         let route = self.snap.policy.routes.find(&Method::GET, &self.path, true);
         let decision = decide(&self.snap.policy, Some(&identity), route, requested);
-        if let Some(refusal) = decision.refusal(&self.snap.policy, Some(&identity), &Method::GET, &self.path) {
+        if let Some(refusal) =
+            decision.refusal(&self.snap.policy, Some(&identity), &Method::GET, &self.path)
+        {
             return Err(WsRefusal {
                 code: "FORBIDDEN",
                 close: CloseCode::Policy,
                 refusal,
             });
         }
-        self.audit(Some(&identity), "allow", "in_band_connect", decision.effective, 101);
+        self.audit(
+            Some(&identity),
+            "allow",
+            "in_band_connect",
+            decision.effective,
+            101,
+        );
         Ok((identity, decision.effective))
     }
 
@@ -252,15 +295,27 @@ impl Session {
         let uri = self
             .client
             .upstream_uri(self.path_and_query.as_ref())
-            .map_err(|r| WsRefusal { code: "INVALID_REQUEST", close: CloseCode::Policy, refusal: r })?;
-        let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, crate::util::random_bytes::<16>());
+            .map_err(|r| WsRefusal {
+                code: "INVALID_REQUEST",
+                close: CloseCode::Policy,
+                refusal: r,
+            })?;
+        let key = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            crate::util::random_bytes::<16>(),
+        );
         let mut req = Request::get(uri)
             .header(header::CONNECTION, "upgrade")
             .header(header::UPGRADE, "websocket")
             .header(header::SEC_WEBSOCKET_VERSION, "13")
             .header(header::SEC_WEBSOCKET_KEY, key.as_str())
             .body(RequestBody::empty())
-            .map_err(|_| unavailable("upstream_request", "cannot build the upstream upgrade".into()))?;
+            .map_err(|_| {
+                unavailable(
+                    "upstream_request",
+                    "cannot build the upstream upgrade".into(),
+                )
+            })?;
         if let Some(o) = &self.origin {
             req.headers_mut().insert(header::ORIGIN, o.clone());
         }
@@ -285,9 +340,20 @@ impl Session {
         };
         let route = self.snap.policy.routes.find(&Method::GET, &self.path, true);
         let decision = decide(&self.snap.policy, Some(identity), route, None);
-        let decision = crate::policy::Decision { effective, ..decision };
+        let decision = crate::policy::Decision {
+            effective,
+            ..decision
+        };
         let forwarded_path = self.client.forwarded_path(&self.path).into_owned();
-        crate::server::stack::inject(&self.snap, &ex, &self.conn, req.headers_mut(), &decision, &forwarded_path, None);
+        crate::server::stack::inject(
+            &self.snap,
+            &ex,
+            &self.conn,
+            req.headers_mut(),
+            &decision,
+            &forwarded_path,
+            None,
+        );
         let mut resp = self.client.send(req, None).await.map_err(|r| WsRefusal {
             code: "UNAVAILABLE",
             close: CloseCode::Error,
@@ -296,12 +362,18 @@ impl Session {
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Err(unavailable(
                 "upstream_refused_upgrade",
-                format!("the gateway refused the WebSocket upgrade with status {}", resp.status()),
+                format!(
+                    "the gateway refused the WebSocket upgrade with status {}",
+                    resp.status()
+                ),
             ));
         }
-        let up = hyper::upgrade::on(&mut resp)
-            .await
-            .map_err(|e| unavailable("upstream_upgrade", format!("the gateway upgrade failed: {e}")))?;
+        let up = hyper::upgrade::on(&mut resp).await.map_err(|e| {
+            unavailable(
+                "upstream_upgrade",
+                format!("the gateway upgrade failed: {e}"),
+            )
+        })?;
         let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Client, None).await;
         // The gateway's own challenge is for a client that is not there: scopegate already challenged
         // its client. Wait for it so the connect frame is not sent too early.
@@ -309,10 +381,18 @@ impl Session {
             Ok(Some(text)) => {
                 let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                 if v.get("event").and_then(Value::as_str) != Some("connect.challenge") {
-                    return Err(unavailable("upstream_no_challenge", "the gateway did not send connect.challenge".into()));
+                    return Err(unavailable(
+                        "upstream_no_challenge",
+                        "the gateway did not send connect.challenge".into(),
+                    ));
                 }
             }
-            _ => return Err(unavailable("upstream_no_challenge", "the gateway sent no connect.challenge".into())),
+            _ => {
+                return Err(unavailable(
+                    "upstream_no_challenge",
+                    "the gateway sent no connect.challenge".into(),
+                ))
+            }
         }
         Ok(ws)
     }
@@ -328,7 +408,11 @@ impl Session {
         effective: ScopeSet,
         _connect_timeout: Duration,
     ) {
-        if upstream.send(Message::text(frame.to_string())).await.is_err() {
+        if upstream
+            .send(Message::text(frame.to_string()))
+            .await
+            .is_err()
+        {
             close(&mut client, CloseCode::Error, "gateway closed").await;
             return;
         }
@@ -382,8 +466,16 @@ impl Session {
     }
 
     /// Compares the gateway's `hello-ok` grant with scopegate's effective set; true once seen.
-    fn check_hello(&self, text: &str, connect_id: &Value, identity: &Identity, effective: ScopeSet) -> bool {
-        let Ok(v) = serde_json::from_str::<Value>(text) else { return false };
+    fn check_hello(
+        &self,
+        text: &str,
+        connect_id: &Value,
+        identity: &Identity,
+        effective: ScopeSet,
+    ) -> bool {
+        let Ok(v) = serde_json::from_str::<Value>(text) else {
+            return false;
+        };
         if v.get("type").and_then(Value::as_str) != Some("res") || v.get("id") != Some(connect_id) {
             return false;
         }
@@ -400,9 +492,18 @@ impl Session {
         let granted: Vec<String> = v
             .pointer("/payload/auth/scopes")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
-        let (got, _) = self.snap.policy.catalogue.parse(granted.iter().map(String::as_str));
+        let (got, _) = self
+            .snap
+            .policy
+            .catalogue
+            .parse(granted.iter().map(String::as_str));
         if got != effective {
             let cat = &self.snap.policy.catalogue;
             let user = self
@@ -424,7 +525,12 @@ impl Session {
     }
 
     async fn refuse(&self, ws: &mut ClientWs, id: Option<&Value>, r: WsRefusal) {
-        let reasons: Vec<String> = r.refusal.reasons.iter().map(|x| x.message.clone()).collect();
+        let reasons: Vec<String> = r
+            .refusal
+            .reasons
+            .iter()
+            .map(|x| x.message.clone())
+            .collect();
         let codes: Vec<&str> = r.refusal.reasons.iter().map(|x| x.code).collect();
         let body = json!({
             "type": "res",
@@ -443,12 +549,25 @@ impl Session {
         });
         let _ = ws.send(Message::text(body.to_string())).await;
         crate::metrics::denial(r.refusal.code);
-        self.audit(None, "deny", r.refusal.code, ScopeSet::EMPTY, r.refusal.status().as_u16());
+        self.audit(
+            None,
+            "deny",
+            r.refusal.code,
+            ScopeSet::EMPTY,
+            r.refusal.status().as_u16(),
+        );
         let reason: String = r.refusal.message.chars().take(120).collect();
         close(ws, r.close, &reason).await;
     }
 
-    fn audit(&self, identity: Option<&Identity>, decision: &'static str, reasons: &str, effective: ScopeSet, status: u16) {
+    fn audit(
+        &self,
+        identity: Option<&Identity>,
+        decision: &'static str,
+        reasons: &str,
+        effective: ScopeSet,
+        status: u16,
+    ) {
         if !self.snap.config.log.audit {
             return;
         }
@@ -500,15 +619,24 @@ async fn next_data(ws: &mut ClientWs) -> Option<String> {
 /// any) and the reason it is not acceptable.
 pub fn parse_connect(text: &str) -> Result<(Value, Value), (Option<Value>, String)> {
     if text.len() > MAX_CONNECT_FRAME {
-        return Err((None, format!("the connect frame is larger than {MAX_CONNECT_FRAME} bytes")));
+        return Err((
+            None,
+            format!("the connect frame is larger than {MAX_CONNECT_FRAME} bytes"),
+        ));
     }
-    let v: Value = serde_json::from_str(text).map_err(|_| (None, "the first frame is not JSON".to_string()))?;
+    let v: Value = serde_json::from_str(text)
+        .map_err(|_| (None, "the first frame is not JSON".to_string()))?;
     let id = v.get("id").cloned();
     if !v.is_object() {
         return Err((None, "the first frame is not a JSON object".into()));
     }
-    if v.get("type").and_then(Value::as_str) != Some("req") || v.get("method").and_then(Value::as_str) != Some("connect") {
-        return Err((id, "invalid handshake: first request must be connect".into()));
+    if v.get("type").and_then(Value::as_str) != Some("req")
+        || v.get("method").and_then(Value::as_str) != Some("connect")
+    {
+        return Err((
+            id,
+            "invalid handshake: first request must be connect".into(),
+        ));
     }
     let Some(id) = id.filter(|i| i.is_string() || i.is_number()) else {
         return Err((None, "the connect request has no id".into()));
@@ -541,7 +669,14 @@ pub fn uuid_v4() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// A reason note (kept for the module's public surface).
@@ -561,11 +696,16 @@ mod tests {
         assert_eq!(v["params"]["auth"]["token"], "t");
         assert!(parse_connect("not json").is_err());
         assert!(parse_connect("[1,2]").is_err());
-        let (id, msg) = parse_connect(r#"{"type":"req","id":"r1","method":"status","params":{}}"#).unwrap_err();
+        let (id, msg) =
+            parse_connect(r#"{"type":"req","id":"r1","method":"status","params":{}}"#).unwrap_err();
         assert_eq!(id.unwrap(), "r1");
         assert!(msg.contains("first request must be connect"));
         assert!(parse_connect(r#"{"type":"req","method":"connect","params":{}}"#).is_err());
-        assert!(parse_connect(&format!(r#"{{"type":"req","id":"c","method":"connect","params":{{"x":"{}"}}}}"#, "a".repeat(70_000))).is_err());
+        assert!(parse_connect(&format!(
+            r#"{{"type":"req","id":"c","method":"connect","params":{{"x":"{}"}}}}"#,
+            "a".repeat(70_000)
+        ))
+        .is_err());
     }
 
     #[test]
