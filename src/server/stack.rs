@@ -51,6 +51,8 @@ pub struct Exchange {
     pub forwarded: Forwarded,
     pub identified: Identified,
     pub decision: Option<Decision>,
+    /// The route, matched before identification so that every refusal is attributed to it.
+    pub route: Option<crate::policy::RouteMatch>,
     pub upstream_time: Option<Duration>,
     /// Set when the credential is still to come inside the WebSocket `connect` frame.
     pub in_band: bool,
@@ -98,6 +100,7 @@ impl Proxy {
             forwarded: Forwarded::default(),
             identified: Identified::default(),
             decision: None,
+            route: None,
             upstream_time: None,
             in_band: false,
         };
@@ -165,6 +168,8 @@ impl Proxy {
         }
 
         // ── identify ───────────────────────────────────────────────────────────────────────────
+        let route = snap.policy.routes.find(&ex.method, &ex.path, ex.websocket);
+        ex.route = Some(route);
         let facts = RequestFacts {
             peer: conn.peer,
             headers: req.headers(),
@@ -183,7 +188,6 @@ impl Proxy {
         }
 
         // ── authorise ──────────────────────────────────────────────────────────────────────────
-        let route = snap.policy.routes.find(&ex.method, &ex.path, ex.websocket);
         let requested = requested_scopes(snap, &req)?;
         let identity = ex.identified.identity.clone();
         let decision = decide(&snap.policy, identity.as_deref(), route, requested);
@@ -556,7 +560,7 @@ pub fn finish(
 ) {
     let m = crate::metrics::get();
     let status = resp.status().as_u16();
-    let route_index = ex.decision.map(|d| d.route.index).unwrap_or(None);
+    let route_index = ex.route.and_then(|r| r.index);
     let route = snap.route_label(route_index);
     let decision_label = match (refusal, ex.decision) {
         (Some(r), _) => match r.kind {

@@ -13,6 +13,7 @@
 pub mod client;
 pub mod idp;
 pub mod keys;
+pub mod pki;
 pub mod proxy;
 pub mod upstream;
 

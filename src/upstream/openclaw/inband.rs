@@ -335,6 +335,7 @@ impl Session {
                 anonymous_reason: None,
             },
             decision: None,
+            route: None,
             upstream_time: None,
             in_band: true,
         };
