@@ -8,7 +8,7 @@
 //! 1 s; 0 signs every request). `jti` therefore names an issuance, not a request. RSA is never offered:
 //! a 2048-bit RSA signature costs about 1.4 ms (anchors §4.2).
 
-use std::collections::hash_map::RandomState;
+use foldhash::fast::RandomState;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -232,7 +232,7 @@ impl AssertionSigner {
             reuse: cfg.reuse,
             jwks: Bytes::from(jwks),
             ephemeral,
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             cache: (!cfg.reuse.is_zero()).then(|| quick_cache::sync::Cache::new(16_384)),
         })
     }

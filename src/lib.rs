@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod header_names;
 pub mod identity;
 pub mod metrics;
 pub mod policy;

@@ -20,6 +20,15 @@ use crate::identity::{api_token::ApiTokens, Peer, Sources};
 use crate::policy::{Policy, ScopeSet};
 use crate::upstream::openclaw::OpenClawProfile;
 
+/// A route's latency histograms.
+pub struct RouteMetrics {
+    pub duration: prometheus_client::metrics::histogram::Histogram,
+    pub upstream: prometheus_client::metrics::histogram::Histogram,
+}
+
+/// `(route index, method, status, decision)` of the request counter.
+type CounterKey = (usize, &'static str, u16, &'static str);
+
 pub struct Snapshot {
     pub generation: u64,
     pub config: Arc<Config>,
@@ -35,6 +44,10 @@ pub struct Snapshot {
     pub upstream_fingerprint: String,
     /// The TLS acceptor for new connections, when the listener terminates TLS.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Per-route histogram handles, resolved once so a request does no label lookups.
+    route_metrics: Vec<RouteMetrics>,
+    request_counters:
+        quick_cache::sync::Cache<CounterKey, prometheus_client::metrics::counter::Counter>,
     scope_headers: quick_cache::sync::Cache<ScopeSet, (HeaderValue, Arc<str>)>,
 }
 
@@ -103,6 +116,18 @@ impl Snapshot {
             Some(t) => Some(crate::server::tls::acceptor(t)?),
             None => None,
         };
+        let m = crate::metrics::get();
+        let route_metrics = route_labels
+            .iter()
+            .map(|l| RouteMetrics {
+                duration: m
+                    .request_duration
+                    .get_or_create_owned(&crate::metrics::RouteLabels { route: l.clone() }),
+                upstream: m
+                    .upstream_duration
+                    .get_or_create_owned(&crate::metrics::RouteLabels { route: l.clone() }),
+            })
+            .collect();
         Ok(Snapshot {
             generation,
             config: Arc::new(config),
@@ -115,6 +140,8 @@ impl Snapshot {
             route_labels,
             upstream_fingerprint,
             tls,
+            route_metrics,
+            request_counters: quick_cache::sync::Cache::new(512),
             scope_headers: quick_cache::sync::Cache::new(1024),
         })
     }
@@ -129,6 +156,39 @@ impl Snapshot {
             Some(i) => self.route_labels[i].clone(),
             None => self.route_labels[self.route_labels.len() - 1].clone(),
         }
+    }
+
+    pub fn route_metrics(&self, index: Option<usize>) -> &RouteMetrics {
+        match index {
+            Some(i) => &self.route_metrics[i],
+            None => &self.route_metrics[self.route_metrics.len() - 1],
+        }
+    }
+
+    /// The request counter for one label set, looked up in the registry only the first time.
+    pub fn request_counter(
+        &self,
+        index: Option<usize>,
+        method: &'static str,
+        status: u16,
+        decision: &'static str,
+    ) -> prometheus_client::metrics::counter::Counter {
+        let idx = index.unwrap_or(self.route_labels.len() - 1);
+        let key = (idx, method, status, decision);
+        if let Some(c) = self.request_counters.get(&key) {
+            return c;
+        }
+        let c =
+            crate::metrics::get()
+                .requests
+                .get_or_create_owned(&crate::metrics::RequestLabels {
+                    route: self.route_labels[idx].clone(),
+                    method,
+                    status,
+                    decision,
+                });
+        self.request_counters.insert(key, c.clone());
+        c
     }
 
     /// The effective scopes rendered two ways, cached per set: the comma list for `X-OpenClaw-Scopes`

@@ -1,172 +1,279 @@
-// Verifies a scopegate assertion (the `x-scopegate-assertion` header) with nothing but Node's own crypto.
+// Verifies a scopegate assertion (the `x-scopegate-assertion` header) with nothing but Node's own
+// crypto: no npm packages, Node 20+.
 //
-// Library:  import { verifyAssertion, loadJwks } from './verify.mjs'
-// CLI:      node verify.mjs --jwks URL|FILE [--hmac-secret-env VAR] --audience A [--issuer I]
-//                           [--method M --path P] TOKEN
-//           prints the claims as JSON and exits 0, or prints "invalid assertion: <reason>" and exits 1.
+// Library:  import { verifyAssertion, loadJwks } from './verify.mjs';
+// CLI:      node verify.mjs --jwks URL|FILE [--hmac-secret-env VAR | --hmac-secret-file FILE]
+//                           --audience A [--issuer I] [--method M --path P] TOKEN
+//           prints the verified claims as JSON (exit 0), or `invalid assertion: <reason>` on stderr (exit 1).
 //
-// What is checked, and why (RFC 8725):
-// - the key is chosen by `kid` from the JWKS, and the token's `alg` must equal the algorithm that key is
-//   pinned to: the algorithm never comes from the token alone, so `none` and algorithm confusion fail;
-// - `typ` must be `scopegate-assertion+jwt`, so no other kind of JWT can stand in for it;
-// - `iss`, `aud`, `exp` and `iat` with a small leeway: assertions live for about a minute;
-// - `htm` and `htp` bind the assertion to one method and one exact path: replaying it on another
-//   request fails.
+// The checks follow RFC 8725 (JWT best current practices): the algorithm is pinned by the key, never
+// chosen by the token; the token's `typ` is explicit so no other kind of JWT can stand in for it;
+// `htm`/`htp` bind the assertion to one request, so it cannot be replayed on another method or path.
 
 import crypto from 'node:crypto';
-import fs from 'node:fs/promises';
-import { pathToFileURL } from 'node:url';
+import fs from 'node:fs';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
 
 export const ASSERTION_TYP = 'scopegate-assertion+jwt';
-const MAX_TOKEN = 16 * 1024;
+export const MAX_TOKEN_LENGTH = 16 * 1024;
 
-function fail(reason) {
-  throw new Error(reason);
+// A published key verifies exactly one algorithm, and only if its family fits that algorithm.
+const KEY_FAMILY = {
+  EdDSA: { kty: 'OKP', crv: 'Ed25519', sigLength: 64 },
+  ES256: { kty: 'EC', crv: 'P-256', sigLength: 64 }, // JWS uses raw r||s, not DER
+};
+const HMAC_MIN_SECRET = 32; // scopegate itself refuses shorter HS256 secrets
+
+/** Thrown for every refusal; `code` lets callers react to an unknown kid (key rotation). */
+export class AssertionError extends Error {
+  constructor(message, code = 'ERR_ASSERTION_INVALID') {
+    super(message);
+    this.name = 'AssertionError';
+    this.code = code;
+  }
 }
 
-function b64urlDecode(part, what) {
-  if (!/^[A-Za-z0-9_-]*$/.test(part)) fail(`${what} is not base64url`);
-  return Buffer.from(part, 'base64url');
+function fail(message, code) {
+  throw new AssertionError(message, code);
 }
 
-function parseJson(buf, what) {
+// Strict base64url: no padding, no foreign characters, and canonical (no stray trailing bits), so a
+// token has exactly one spelling and nothing is silently skipped by a lenient decoder.
+function b64urlDecode(segment, what) {
+  if (!/^[A-Za-z0-9_-]*$/.test(segment) || segment.length % 4 === 1) fail(`${what} is not base64url`);
+  const bytes = Buffer.from(segment, 'base64url');
+  if (bytes.toString('base64url') !== segment) fail(`${what} is not canonical base64url`);
+  return bytes;
+}
+
+function jsonObject(bytes, what) {
+  let value;
   try {
-    const v = JSON.parse(buf.toString('utf8'));
-    if (v === null || typeof v !== 'object' || Array.isArray(v)) fail(`${what} is not a JSON object`);
-    return v;
-  } catch (e) {
-    if (e.message.startsWith(what)) throw e;
+    value = JSON.parse(bytes.toString('utf8'));
+  } catch {
     fail(`${what} is not JSON`);
   }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) fail(`${what} is not a JSON object`);
+  return value;
 }
 
-/** Loads a JWKS from an http(s) URL or a file path. */
-export async function loadJwks(source) {
-  let text;
-  if (/^https?:\/\//.test(source)) {
-    const res = await fetch(source, { headers: { accept: 'application/json' } });
-    if (!res.ok) fail(`JWKS fetch failed with status ${res.status}`);
-    text = await res.text();
-  } else {
-    text = await fs.readFile(source, 'utf8');
-  }
-  const jwks = JSON.parse(text);
-  if (!Array.isArray(jwks.keys)) fail('JWKS has no keys array');
-  return jwks;
-}
-
-/** The key family each algorithm requires: a key pinned to one algorithm only verifies that one. */
-function keyFits(jwk, alg) {
-  if (alg === 'EdDSA') return jwk.kty === 'OKP' && jwk.crv === 'Ed25519';
-  if (alg === 'ES256') return jwk.kty === 'EC' && jwk.crv === 'P-256';
-  return false;
-}
-
-function numericClaim(claims, name) {
+function intClaim(claims, name) {
   const v = claims[name];
-  if (typeof v !== 'number' || !Number.isFinite(v)) fail(`claim ${name} is missing or not a number`);
+  // A string "9999999999" must not pass: loose comparisons would turn it into a far-future date.
+  if (typeof v !== 'number' || !Number.isSafeInteger(v)) fail(`claim ${name} is missing or not an integer`);
   return v;
 }
 
-/**
- * Verifies `token` and returns its claims, or throws with the reason.
- * @param {string} token
- * @param {{jwks?: {keys: object[]}, hmacSecret?: string|Buffer, audience: string, issuer?: string,
- *          method?: string, path?: string, now?: number, leeway?: number}} opts
- */
-export async function verifyAssertion(token, opts) {
-  const { jwks, hmacSecret, audience, issuer = 'scopegate', method, path, now = Date.now() / 1000, leeway = 5 } = opts;
-  if (typeof token !== 'string' || token.length === 0) fail('no assertion');
-  if (token.length > MAX_TOKEN) fail('assertion is too large');
-  const parts = token.split('.');
-  if (parts.length !== 3) fail('not a compact JWS (three segments)');
-  const header = parseJson(b64urlDecode(parts[0], 'header'), 'header');
-  const payloadBytes = b64urlDecode(parts[1], 'payload');
-  const signature = b64urlDecode(parts[2], 'signature');
-  const signingInput = Buffer.from(`${parts[0]}.${parts[1]}`, 'ascii');
+function findKey(jwks, kid) {
+  if (!jwks || !Array.isArray(jwks.keys)) fail('no JWKS (an object with a keys array) to verify with');
+  const matches = jwks.keys.filter((k) => k && k.kid === kid);
+  // Two keys under one kid would make the choice of key ambiguous; refuse rather than guess.
+  if (matches.length > 1) fail(`JWKS has ${matches.length} keys with kid ${JSON.stringify(kid)}`);
+  return matches[0];
+}
 
-  if (header.typ !== ASSERTION_TYP) fail(`typ is not ${ASSERTION_TYP}`);
-  const alg = header.alg;
-  if (typeof alg !== 'string' || alg.toLowerCase() === 'none') fail('alg none is never accepted');
+function verifySignature(alg, kid, jwk, signingInput, signature) {
+  const family = KEY_FAMILY[alg];
+  if (jwk.kty !== family.kty || jwk.crv !== family.crv) {
+    fail(`key ${JSON.stringify(kid)} is ${jwk.kty}/${jwk.crv}, which cannot verify ${alg}`);
+  }
+  if (jwk.use !== undefined && jwk.use !== 'sig') fail(`key ${JSON.stringify(kid)} is not a signing key`);
+  let key;
+  try {
+    // Only the public members: a stray `d` must not turn this into a private key import.
+    const { kty, crv, x, y } = jwk;
+    key = crypto.createPublicKey({ key: { kty, crv, x, y }, format: 'jwk' });
+  } catch (e) {
+    fail(`published key ${JSON.stringify(kid)} is malformed: ${e.message}`);
+  }
+  if (signature.length !== family.sigLength) fail(`signature verification failed (wrong length for ${alg})`);
+  const ok =
+    alg === 'EdDSA'
+      ? crypto.verify(null, signingInput, key, signature)
+      : crypto.verify('sha256', signingInput, { key, dsaEncoding: 'ieee-p1363' }, signature);
+  if (!ok) fail('signature verification failed');
+}
+
+function verifyHmac(secret, signingInput, signature) {
+  if (secret === undefined || secret === null || secret === '') fail('HS256 assertion but no shared secret configured');
+  const secretBytes = Buffer.from(secret);
+  if (secretBytes.length < HMAC_MIN_SECRET) fail(`HS256 shared secret is ${secretBytes.length} bytes; at least ${HMAC_MIN_SECRET} are required`);
+  const expected = crypto.createHmac('sha256', secretBytes).update(signingInput).digest();
+  // timingSafeEqual throws on a length mismatch, and the expected length is public anyway.
+  if (signature.length !== expected.length || !crypto.timingSafeEqual(signature, expected)) {
+    fail('signature verification failed');
+  }
+}
+
+/**
+ * Verifies a scopegate assertion and returns its claims, or throws an AssertionError saying why not.
+ *
+ * @param {string} token the compact JWS from the `x-scopegate-assertion` header
+ * @param {object} opts
+ * @param {{keys: object[]}} [opts.jwks] scopegate's JWKS (see loadJwks); needed for EdDSA/ES256
+ * @param {string|Buffer} [opts.hmacSecret] the shared secret, for HS256 only
+ * @param {string} opts.audience the `aud` this upstream expects
+ * @param {string} [opts.issuer='scopegate']
+ * @param {string} [opts.method] the request's method; when given, `htm` must match it
+ * @param {string} [opts.path] the request's path; when given, `htp` must equal it (a `?query` is ignored)
+ * @param {number} [opts.now] seconds since the epoch
+ * @param {number} [opts.leeway=5] clock skew tolerated, in seconds
+ */
+export async function verifyAssertion(
+  token,
+  { jwks, hmacSecret, audience, issuer = 'scopegate', method, path, now = Date.now() / 1000, leeway = 5 } = {},
+) {
+  // Caller mistakes would otherwise silently weaken a check, so they fail loudly.
+  if (typeof audience !== 'string' || audience === '') fail('no audience to check the assertion against');
+  if (typeof issuer !== 'string' || issuer === '') fail('no issuer to check the assertion against');
+  if (!Number.isFinite(now) || !Number.isFinite(leeway) || leeway < 0) fail('now and leeway must be finite numbers');
+
+  if (typeof token !== 'string' || token === '') fail('no assertion');
+  // Bound the work an unauthenticated sender can cause before any signature check.
+  if (token.length > MAX_TOKEN_LENGTH) fail(`assertion is too large (${token.length} > ${MAX_TOKEN_LENGTH} bytes)`);
+  const segments = token.split('.');
+  if (segments.length !== 3) fail(`not a compact JWS: ${segments.length} segments instead of 3`);
+  const [headerB64, payloadB64, signatureB64] = segments;
+  const header = jsonObject(b64urlDecode(headerB64, 'header'), 'header');
+  const payloadBytes = b64urlDecode(payloadB64, 'payload');
+  const signature = b64urlDecode(signatureB64, 'signature');
+  const signingInput = Buffer.from(`${headerB64}.${payloadB64}`, 'ascii');
+
+  if (header.typ !== ASSERTION_TYP) fail(`typ is ${JSON.stringify(header.typ)}, not ${ASSERTION_TYP}`);
+  // We understand no header extensions, and RFC 7515 says an unknown critical one must be refused.
+  if (header.crit !== undefined) fail('crit header parameters are not supported');
+  const { alg, kid } = header;
+  if (alg !== 'EdDSA' && alg !== 'ES256' && alg !== 'HS256') fail(`alg ${JSON.stringify(alg)} is not accepted`);
+  if (typeof kid !== 'string' || kid === '') fail('no kid in the header');
 
   if (alg === 'HS256') {
-    if (!hmacSecret) fail('HS256 assertion but no shared secret configured');
-    const expected = crypto.createHmac('sha256', hmacSecret).update(signingInput).digest();
-    if (expected.length !== signature.length || !crypto.timingSafeEqual(expected, signature)) {
-      fail('signature verification failed');
-    }
+    // A kid that names a published public key must never be verified as HMAC: that is the classic
+    // confusion where the public key (known to everyone) is used as the HMAC secret.
+    const published = jwks && Array.isArray(jwks.keys) ? findKey(jwks, kid) : undefined;
+    if (published) fail(`alg HS256 does not match the key's pinned ${published.alg} (kid ${JSON.stringify(kid)})`);
+    verifyHmac(hmacSecret, signingInput, signature);
   } else {
-    if (!jwks) fail('no JWKS to verify with');
-    if (typeof header.kid !== 'string') fail('no kid in the header');
-    const jwk = jwks.keys.find((k) => k.kid === header.kid);
-    if (!jwk) fail(`no published key has kid ${header.kid}`);
-    if (jwk.alg !== alg) fail(`alg ${alg} does not match the key's pinned ${jwk.alg}`);
-    if (!keyFits(jwk, alg)) fail(`key ${header.kid} cannot verify ${alg}`);
-    const { kty, crv, x, y } = jwk;
-    const key = crypto.createPublicKey({ key: { kty, crv, x, y }, format: 'jwk' });
-    const ok =
-      alg === 'EdDSA'
-        ? crypto.verify(null, signingInput, key, signature)
-        : crypto.verify('sha256', signingInput, { key, dsaEncoding: 'ieee-p1363' }, signature);
-    if (!ok) fail('signature verification failed');
+    const jwk = findKey(jwks, kid);
+    if (!jwk) fail(`no published key has kid ${JSON.stringify(kid)}`, 'ERR_ASSERTION_UNKNOWN_KID');
+    if (jwk.alg !== alg) fail(`alg ${alg} does not match the key's pinned ${JSON.stringify(jwk.alg)} (kid ${JSON.stringify(kid)})`);
+    verifySignature(alg, kid, jwk, signingInput, signature);
   }
 
-  const claims = parseJson(payloadBytes, 'payload');
-  const exp = numericClaim(claims, 'exp');
-  const iat = numericClaim(claims, 'iat');
-  if (now > exp + leeway) fail(`assertion expired ${Math.floor(now - exp)} s ago`);
-  if (iat > now + leeway) fail('assertion is issued in the future');
-  if (claims.iss !== issuer) fail(`iss is not ${issuer}`);
+  // Only now, with the signature good, is anything in the payload worth reading.
+  const claims = jsonObject(payloadBytes, 'payload');
+  const exp = intClaim(claims, 'exp');
+  const iat = intClaim(claims, 'iat');
+  if (!(exp > now - leeway)) fail(`assertion expired ${Math.floor(now - exp)} s ago`);
+  if (iat > now + leeway) fail(`assertion iat is ${Math.ceil(iat - now)} s in the future`);
+  if (claims.iss !== issuer) fail(`iss is ${JSON.stringify(claims.iss)}, not ${JSON.stringify(issuer)}`);
   const aud = claims.aud;
   const audOk = Array.isArray(aud) ? aud.includes(audience) : aud === audience;
-  if (!audOk) fail(`aud does not include ${audience}`);
-  if (method !== undefined && String(claims.htm).toUpperCase() !== method.toUpperCase()) {
-    fail(`assertion is bound to another method (htm), not ${method}`);
+  if (!audOk) fail(`aud ${JSON.stringify(aud)} does not include ${JSON.stringify(audience)}`);
+
+  if (method !== undefined) {
+    if (typeof claims.htm !== 'string' || claims.htm.toUpperCase() !== String(method).toUpperCase()) {
+      fail(`assertion is bound to method (htm) ${JSON.stringify(claims.htm)}, not ${method}`);
+    }
   }
   if (path !== undefined) {
-    const p = path.split('?')[0];
-    if (claims.htp !== p) fail(`assertion is bound to another path (htp), not ${p}`);
+    // scopegate binds the path without its query; callers often hold the raw request target.
+    const bare = String(path).split('?', 1)[0];
+    if (claims.htp !== bare) fail(`assertion is bound to path (htp) ${JSON.stringify(claims.htp)}, not ${bare}`);
   }
   return claims;
 }
 
-function parseArgs(argv) {
-  const opts = {};
-  const rest = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a.startsWith('--')) {
-      const v = argv[i + 1];
-      if (v === undefined) fail(`${a} needs a value`);
-      opts[a.slice(2)] = v;
-      i++;
-    } else rest.push(a);
+/** Loads a JWKS from an http(s) URL (scopegate serves it at /.well-known/scopegate/jwks.json) or a file. */
+export async function loadJwks(source) {
+  let text;
+  if (/^https?:\/\//i.test(source)) {
+    // A hung proxy must not hang the upstream's startup or refresh forever.
+    const res = await fetch(source, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(10_000) });
+    if (!res.ok) throw new Error(`JWKS fetch from ${source} failed: HTTP ${res.status}`);
+    text = await res.text();
+  } else {
+    text = fs.readFileSync(source.startsWith('file:') ? fileURLToPath(source) : source, 'utf8');
   }
-  return { opts, rest };
+  let jwks;
+  try {
+    jwks = JSON.parse(text);
+  } catch {
+    throw new Error(`JWKS from ${source} is not JSON`);
+  }
+  if (!jwks || !Array.isArray(jwks.keys)) throw new Error(`JWKS from ${source} has no keys array`);
+  return jwks;
 }
 
-async function main() {
+const USAGE =
+  'usage: node verify.mjs --jwks URL|FILE [--hmac-secret-env VAR | --hmac-secret-file FILE] ' +
+  '--audience A [--issuer I] [--method M --path P] TOKEN';
+
+// Like scopegate, ignore the trailing newline a file or `echo` leaves on a secret.
+const chompSecret = (s) => s.replace(/[\r\n]+$/, '');
+
+async function main(argv) {
+  let values, positionals;
   try {
-    const { opts, rest } = parseArgs(process.argv.slice(2));
-    if (rest.length !== 1 || !opts.audience) {
-      fail('usage: node verify.mjs --jwks URL|FILE [--hmac-secret-env VAR] --audience A [--issuer I] [--method M --path P] TOKEN');
+    ({ values, positionals } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        jwks: { type: 'string' },
+        'hmac-secret-env': { type: 'string' },
+        'hmac-secret-file': { type: 'string' },
+        audience: { type: 'string' },
+        issuer: { type: 'string' },
+        method: { type: 'string' },
+        path: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (e) {
+    process.stderr.write(`${e.message}\n${USAGE}\n`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (positionals.length !== 1 || !values.audience || (!values.jwks && !values['hmac-secret-env'] && !values['hmac-secret-file'])) {
+    process.stderr.write(`${USAGE}\n`);
+    return 2;
+  }
+  try {
+    let hmacSecret;
+    if (values['hmac-secret-env']) {
+      const v = process.env[values['hmac-secret-env']];
+      if (v === undefined) throw new Error(`environment variable ${values['hmac-secret-env']} is not set`);
+      hmacSecret = chompSecret(v);
+    } else if (values['hmac-secret-file']) {
+      hmacSecret = chompSecret(fs.readFileSync(values['hmac-secret-file'], 'utf8'));
     }
-    const claims = await verifyAssertion(rest[0], {
-      jwks: opts.jwks ? await loadJwks(opts.jwks) : undefined,
-      hmacSecret: opts['hmac-secret-env'] ? process.env[opts['hmac-secret-env']] : undefined,
-      audience: opts.audience,
-      issuer: opts.issuer,
-      method: opts.method,
-      path: opts.path,
+    const claims = await verifyAssertion(positionals[0], {
+      jwks: values.jwks ? await loadJwks(values.jwks) : undefined,
+      hmacSecret,
+      audience: values.audience,
+      issuer: values.issuer ?? 'scopegate',
+      method: values.method,
+      path: values.path,
     });
-    process.stdout.write(JSON.stringify(claims, null, 2) + '\n');
-    process.exit(0);
+    process.stdout.write(`${JSON.stringify(claims, null, 2)}\n`);
+    return 0;
   } catch (e) {
     process.stderr.write(`invalid assertion: ${e.message}\n`);
-    process.exit(1);
+    return 1;
   }
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  await main();
+// Run the CLI only when executed directly, not when imported (realpath: it may be run via a symlink).
+function invokedDirectly() {
+  try {
+    return import.meta.url === pathToFileURL(fs.realpathSync(process.argv[1])).href;
+  } catch {
+    return false; // no script path (REPL, -e): we were imported
+  }
+}
+if (invokedDirectly()) {
+  process.exitCode = await main(process.argv.slice(2));
 }

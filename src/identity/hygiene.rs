@@ -12,6 +12,8 @@ use std::collections::HashSet;
 use http::header::{self, HeaderName};
 use http::HeaderMap;
 
+type FastSet = HashSet<String, foldhash::fast::RandomState>;
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the non-standard ones proxies meet in practice.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -87,20 +89,23 @@ pub fn fold(name: &str) -> std::borrow::Cow<'_, str> {
 /// The managed-name set of one config snapshot.
 #[derive(Debug, Clone)]
 pub struct Hygiene {
-    managed: HashSet<String>,
+    /// First bytes of every name that may need removing: most request headers (host, accept, user-agent,
+    /// content-*) are ruled out with one table lookup.
+    first_bytes: [bool; 256],
+    managed: FastSet,
     /// Names scopegate itself reads from trusted peers; an alias spelling of one of these from a
     /// trusted peer means a client smuggled it through the proxy.
-    read_from_peers: HashSet<String>,
+    read_from_peers: FastSet,
 }
 
 impl Hygiene {
     /// `extra` are the configured names (user/groups headers, assertion header, scopes header).
     pub fn new(extra: &[&HeaderName], read_from_peers: &[&HeaderName]) -> Hygiene {
-        let mut managed: HashSet<String> = ALWAYS_MANAGED.iter().map(|s| s.to_string()).collect();
+        let mut managed: FastSet = ALWAYS_MANAGED.iter().map(|s| s.to_string()).collect();
         for h in extra {
             managed.insert(fold(h.as_str()).into_owned());
         }
-        let mut read: HashSet<String> = read_from_peers
+        let mut read: FastSet = read_from_peers
             .iter()
             .map(|h| fold(h.as_str()).into_owned())
             .collect();
@@ -115,7 +120,19 @@ impl Hygiene {
         ] {
             read.insert(h.to_string());
         }
+        let mut first_bytes = [false; 256];
+        for name in managed
+            .iter()
+            .map(String::as_str)
+            .chain(HOP_BY_HOP.iter().copied())
+            .chain(MANAGED_PREFIXES.iter().copied())
+        {
+            if let Some(&b) = name.as_bytes().first() {
+                first_bytes[b as usize] = true;
+            }
+        }
         Hygiene {
+            first_bytes,
             managed,
             read_from_peers: read,
         }
@@ -140,18 +157,26 @@ impl Hygiene {
     /// Removes hop-by-hop, `Connection`-nominated and managed headers. Call after identification has
     /// read what it needs, and before anything is injected.
     pub fn scrub(&self, headers: &mut HeaderMap) {
-        let nominated = connection_nominated(headers);
-        let mut doomed: Vec<HeaderName> = Vec::new();
-        for name in headers.keys() {
+        // The credential was consumed by identification; it never goes upstream.
+        headers.remove(header::AUTHORIZATION);
+        let has_connection = headers.contains_key(header::CONNECTION);
+        // Most request headers (host, accept, user-agent, content-*) are ruled out by their first byte.
+        let doomed = |name: &HeaderName| {
             let s = name.as_str();
-            if HOP_BY_HOP.contains(&s)
-                || self.is_managed(s)
-                || nominated.iter().any(|n| n == s || fold(n) == fold(s))
-            {
-                doomed.push(name.clone());
-            }
+            let candidate = s
+                .as_bytes()
+                .first()
+                .is_some_and(|&b| self.first_bytes[b as usize]);
+            (candidate || has_connection)
+                && (HOP_BY_HOP.contains(&s)
+                    || self.is_managed(s)
+                    || (has_connection && nominated_by_connection(headers, s)))
+        };
+        if !headers.keys().any(doomed) {
+            return;
         }
-        for name in doomed {
+        let names: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
+        for name in names {
             headers.remove(&name);
         }
     }
@@ -170,6 +195,29 @@ impl Hygiene {
             trailers.remove(&name);
         }
     }
+}
+
+/// True when a `Connection` header nominates `name` (compared after folding), without allocating.
+pub fn nominated_by_connection(headers: &HeaderMap, name: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',').any(|t| {
+                let t = t.trim();
+                t.len() == name.len()
+                    && t.bytes().zip(name.bytes()).all(|(a, b)| {
+                        let fa = match a.to_ascii_lowercase() {
+                            b'_' | b'.' => b'-',
+                            c => c,
+                        };
+                        let fb = match b {
+                            b'_' | b'.' => b'-',
+                            c => c,
+                        };
+                        fa == fb
+                    })
+            })
+        })
+    })
 }
 
 /// The header names a `Connection` header nominates as hop-by-hop (lower-case, `close`/`keep-alive`

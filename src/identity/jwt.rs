@@ -517,37 +517,45 @@ impl JwtVerifier {
         self.verify_at(token, policy, unix_now()).await
     }
 
+    /// A token verified earlier and still cached: its identity, or why it no longer holds. `None` on a
+    /// miss (verify it with [`JwtVerifier::verify`]). Synchronous, so the hot path never awaits.
+    pub fn cached(&self, token: &str, now: u64) -> Option<Result<Arc<Identity>, JwtError>> {
+        let cache = self.cache.as_ref()?;
+        let current_gen = self.jwks.as_ref().map(|j| j.generation()).unwrap_or(0);
+        // A miss is counted where the token is then verified (`verify_at`), so never twice.
+        let hit = cache
+            .get(token)
+            .filter(|h| h.jwks_generation == current_gen)?;
+        crate::metrics::token_cache(true);
+        let leeway = self.rules.leeway;
+        if now > hit.exp.saturating_add(leeway) {
+            cache.remove(token);
+            return Some(Err(JwtError::Expired {
+                ago: now - hit.exp,
+                leeway,
+            }));
+        }
+        if let Some(nbf) = hit.nbf {
+            if now.saturating_add(leeway) < nbf {
+                return Some(Err(JwtError::NotYetValid {
+                    r#in: nbf - now,
+                    leeway,
+                }));
+            }
+        }
+        Some(Ok(hit.identity.clone()))
+    }
+
     pub async fn verify_at(
         &self,
         token: &str,
         policy: &Policy,
         now: u64,
     ) -> Result<Arc<Identity>, JwtError> {
-        if let Some(cache) = &self.cache {
-            let current_gen = self.jwks.as_ref().map(|j| j.generation()).unwrap_or(0);
-            if let Some(hit) = cache
-                .get(token)
-                .filter(|h| h.jwks_generation == current_gen)
-            {
-                crate::metrics::token_cache(true);
-                let leeway = self.rules.leeway;
-                if now > hit.exp.saturating_add(leeway) {
-                    cache.remove(token);
-                    return Err(JwtError::Expired {
-                        ago: now - hit.exp,
-                        leeway,
-                    });
-                }
-                if let Some(nbf) = hit.nbf {
-                    if now.saturating_add(leeway) < nbf {
-                        return Err(JwtError::NotYetValid {
-                            r#in: nbf - now,
-                            leeway,
-                        });
-                    }
-                }
-                return Ok(hit.identity.clone());
-            }
+        if let Some(hit) = self.cached(token, now) {
+            return hit;
+        }
+        if self.cache.is_some() {
             crate::metrics::token_cache(false);
         }
         let compact = parse_compact(token, self.max_token_bytes)?;

@@ -80,6 +80,9 @@ pub struct Identity {
     pub expires_at: Option<u64>,
     /// How it was established (key, issuer, WhoIs confirmation …), shown in reasons.
     pub notes: Vec<Reason>,
+    /// The profile's user-header value for this identity, made on first use (identities live in one
+    /// config snapshot, so it cannot go stale).
+    pub gateway_header: std::sync::OnceLock<Option<http::HeaderValue>>,
 }
 
 impl Identity {
@@ -111,6 +114,7 @@ impl Identity {
             effective: policy.catalogue.closure(granted),
             expires_at: None,
             notes: Vec::new(),
+            gateway_header: std::sync::OnceLock::new(),
         }
     }
 
@@ -231,6 +235,28 @@ impl Sources {
         seen
     }
 
+    /// The common case, without awaiting: a bearer credential that is an API token or a JWT verified
+    /// before. `None` means the full (async) identification must run.
+    pub fn identify_cached(&self, facts: &RequestFacts<'_>) -> Option<Result<Identified, Refusal>> {
+        let token = match bearer_token(facts.headers) {
+            Err(r) => return Some(Err(r)),
+            Ok(Bearer::None) => return None,
+            Ok(Bearer::Token(t)) => t,
+        };
+        let identity = match self.api_tokens.lookup(token) {
+            Some(id) => Ok(id),
+            None => match self.jwt.as_ref()?.cached(token, jwt::unix_now())? {
+                Ok(id) => Ok(id),
+                Err(e) => Err(e.refusal()),
+            },
+        };
+        Some(identity.map(|identity| Identified {
+            identity: Some(identity),
+            seen: self.network_claims(facts),
+            anonymous_reason: None,
+        }))
+    }
+
     /// A bearer credential: an API token if one matches, otherwise a JWT.
     pub async fn verify_bearer(
         &self,
@@ -330,31 +356,28 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Bearer<'_>, Refusal> {
         )
         .with_invalid_request());
     }
-    let Ok(text) = first.to_str() else {
-        return Err(Refusal::unauthorized(
-            "malformed_authorization",
-            "the Authorization header is not printable ASCII",
-        )
-        .with_invalid_request());
-    };
-    let text = text.trim();
-    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    // Work on bytes: a token can be 1 KB, and this runs on every request.
+    let raw = first.as_bytes().trim_ascii();
+    let scheme_end = raw.iter().position(|&b| b == b' ').unwrap_or(raw.len());
+    if !raw[..scheme_end].eq_ignore_ascii_case(b"bearer") {
         return Err(Refusal::unauthorized(
             "unsupported_scheme",
             "only Bearer credentials are accepted",
         )
         .with_invalid_request());
     }
-    let token = rest.trim();
-    if token.is_empty() || token.contains(' ') {
-        return Err(Refusal::unauthorized(
+    let token = raw[scheme_end..].trim_ascii();
+    // A header value is already visible ASCII; a token also has no inner whitespace. JWTs get their
+    // strict character check in the pre-parser, API tokens by their digest.
+    let valid = !token.is_empty() && !token.contains(&b' ') && !token.contains(&b'\t');
+    match std::str::from_utf8(token) {
+        Ok(t) if valid => Ok(Bearer::Token(t)),
+        _ => Err(Refusal::unauthorized(
             "malformed_authorization",
-            "the Bearer credential is empty or contains spaces",
+            "the Bearer credential is empty or has characters a token cannot have",
         )
-        .with_invalid_request());
+        .with_invalid_request()),
     }
-    Ok(Bearer::Token(token))
 }
 
 impl Refusal {

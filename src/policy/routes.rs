@@ -145,9 +145,9 @@ pub fn canonical_path(path: &str) -> Result<&str, PathRejection> {
     }
     // Segment checks on the raw form: no escapes of `/` or `.` survived above, so raw and decoded
     // segments line up.
-    for (idx, seg) in path[1..].split('/').enumerate() {
-        let last = idx == path[1..].split('/').count() - 1;
-        if seg.is_empty() && !last {
+    let mut segs = path[1..].split('/').peekable();
+    while let Some(seg) = segs.next() {
+        if seg.is_empty() && segs.peek().is_some() {
             return Err(PathRejection::EmptySegment);
         }
         if seg == "." || seg == ".." {

@@ -12,11 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
-use tower::ServiceBuilder;
 
 use crate::config::{ListenAddr, ServerConfig};
 use crate::identity::Peer;
@@ -204,11 +202,11 @@ async fn serve_connection(
             return;
         }
     };
-    let conn_info = Arc::new(ConnInfo { peer, tls });
+    let conn_info = Arc::new(ConnInfo::new(peer, tls));
     let svc_proxy = proxy.clone();
     // Panics are caught per request (500, the process keeps serving). tower-http's CatchPanic would
     // box every response body; catching around the handler future costs nothing on the hot path.
-    let service = ServiceBuilder::new().service_fn(move |req| {
+    let service = hyper::service::service_fn(move |req| {
         let proxy = svc_proxy.clone();
         let conn = conn_info.clone();
         async move {
@@ -219,7 +217,6 @@ async fn serve_connection(
             })
         }
     });
-    let service = TowerToHyperService::new(service);
     let draining = proxy.shared.draining.clone();
     let io = TokioIo::new(io);
     if h2 {

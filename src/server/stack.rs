@@ -9,7 +9,6 @@
 //! phase can stop the request with a [`Refusal`], which becomes the JSON body, the log line and the
 //! metric label.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +38,21 @@ pub const WHOAMI_PATH: &str = "/.scopegate/whoami";
 pub struct ConnInfo {
     pub peer: Peer,
     pub tls: bool,
+    /// The peer address as a header value, made once per connection (the usual `X-Forwarded-For`).
+    pub peer_value: Option<HeaderValue>,
+}
+
+impl ConnInfo {
+    pub fn new(peer: Peer, tls: bool) -> ConnInfo {
+        let peer_value = peer
+            .ip()
+            .and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok());
+        ConnInfo {
+            peer,
+            tls,
+            peer_value,
+        }
+    }
 }
 
 /// What the phases learn about one request, carried to the end (audit, metrics).
@@ -46,7 +60,8 @@ pub struct Exchange {
     pub request_id: HeaderValue,
     pub started: Instant,
     pub method: Method,
-    pub path: String,
+    /// The request target as received (cheap to clone; the path is read from it).
+    pub uri: http::Uri,
     pub websocket: bool,
     pub forwarded: Forwarded,
     pub identified: Identified,
@@ -56,6 +71,12 @@ pub struct Exchange {
     pub upstream_time: Option<Duration>,
     /// Set when the credential is still to come inside the WebSocket `connect` frame.
     pub in_band: bool,
+}
+
+impl Exchange {
+    pub fn path(&self) -> &str {
+        self.uri.path()
+    }
 }
 
 /// A worker's view of the proxy: the shared state plus its own upstream client.
@@ -95,7 +116,7 @@ impl Proxy {
             request_id,
             started: Instant::now(),
             method: req.method().clone(),
-            path: req.uri().path().to_string(),
+            uri: req.uri().clone(),
             websocket: false,
             forwarded: Forwarded::default(),
             identified: Identified::default(),
@@ -129,7 +150,7 @@ impl Proxy {
         check_limits(snap, &req)?;
 
         // ── hygiene: what may be trusted, before anything reads a header ──────────────────────────
-        canonical_path(&ex.path).map_err(|why| {
+        canonical_path(ex.path()).map_err(|why| {
             Refusal::bad_request(why.code(), format!("ambiguous path: {}", why.message()))
         })?;
         check_authority(&req)?;
@@ -159,7 +180,7 @@ impl Proxy {
         ex.websocket = req.version() == Version::HTTP_11 && is_websocket_upgrade(req.headers());
 
         // Scopegate's own endpoints.
-        if ex.path == JWKS_PATH && matches!(ex.method, Method::GET | Method::HEAD) {
+        if ex.path() == JWKS_PATH && matches!(ex.method, Method::GET | Method::HEAD) {
             return Ok(json_response(
                 StatusCode::OK,
                 snap.assertion.jwks(),
@@ -168,16 +189,20 @@ impl Proxy {
         }
 
         // ── identify ───────────────────────────────────────────────────────────────────────────
-        let route = snap.policy.routes.find(&ex.method, &ex.path, ex.websocket);
+        let route = snap.policy.routes.find(&ex.method, ex.path(), ex.websocket);
         ex.route = Some(route);
         let facts = RequestFacts {
             peer: conn.peer,
             headers: req.headers(),
             client_ip: ex.forwarded.client_ip,
         };
-        ex.identified = snap.sources.identify(&snap.policy, &facts).await?;
+        ex.identified = match snap.sources.identify_cached(&facts) {
+            Some(done) => done?,
+            // Boxed: the slow path's state (JWKS refetch, WhoIs) stays out of every request's future.
+            None => Box::pin(snap.sources.identify(&snap.policy, &facts)).await?,
+        };
 
-        if ex.path == WHOAMI_PATH && matches!(ex.method, Method::GET | Method::HEAD) {
+        if ex.path() == WHOAMI_PATH && matches!(ex.method, Method::GET | Method::HEAD) {
             let body = crate::server::explain::whoami(
                 snap,
                 &ex.identified,
@@ -213,7 +238,7 @@ impl Proxy {
                 );
             }
             let mut refusal = decision
-                .refusal(&snap.policy, identity.as_deref(), &ex.method, &ex.path)
+                .refusal(&snap.policy, identity.as_deref(), &ex.method, ex.path())
                 .unwrap_or_else(|| Refusal::new(RefusalKind::Forbidden, "denied", "denied"));
             if identity.is_none() {
                 if let Some(hint) = &ex.identified.anonymous_reason {
@@ -231,14 +256,13 @@ impl Proxy {
             .route(route)
             .and_then(|r| r.response_header_timeout);
         let upstream_uri = client.upstream_uri(req.uri().path_and_query())?;
-        let forwarded_path = client.forwarded_path(&ex.path).into_owned();
+        let forwarded_path = client.forwarded_path(ex.path()).into_owned();
         {
             let headers = req.headers_mut();
             let original_host = headers
                 .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .filter(|h| forwarded::valid_host(h))
-                .map(str::to_string);
+                .filter(|h| h.to_str().is_ok_and(forwarded::valid_host))
+                .cloned();
             snap.hygiene.scrub(headers);
             headers.remove(header::HOST);
             headers.remove(header::EXPECT);
@@ -279,13 +303,15 @@ impl Proxy {
             .send(Request::from_parts(parts, body), route_timeout)
             .await;
         ex.upstream_time = Some(t0.elapsed());
-        let resp = resp?;
+        let (resp, lease) = resp?;
         let (mut parts, body) = resp.into_parts();
         scrub_response_headers(&mut parts.headers);
-        parts.headers.insert("x-request-id", ex.request_id.clone());
+        parts
+            .headers
+            .insert(crate::header_names::X_REQUEST_ID, ex.request_id.clone());
         Ok(Response::from_parts(
             parts,
-            ResponseBody::upstream(body, cfg.server.idle_timeout),
+            ResponseBody::upstream(body, cfg.server.idle_timeout, lease),
         ))
     }
 
@@ -310,17 +336,21 @@ impl Proxy {
             .send(Request::from_parts(parts, RequestBody::empty()), None)
             .await;
         ex.upstream_time = Some(t0.elapsed());
-        let mut resp = resp?;
+        let (mut resp, lease) = resp?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             // The upstream refused the upgrade: pass its answer through like any response.
             let (mut parts, body) = resp.into_parts();
             scrub_response_headers(&mut parts.headers);
-            parts.headers.insert("x-request-id", ex.request_id.clone());
+            parts
+                .headers
+                .insert(crate::header_names::X_REQUEST_ID, ex.request_id.clone());
             return Ok(Response::from_parts(
                 parts,
-                ResponseBody::upstream(body, snap.config.server.idle_timeout),
+                ResponseBody::upstream(body, snap.config.server.idle_timeout, lease),
             ));
         }
+        // The connection now belongs to the upgrade.
+        drop(lease);
         let on_upstream_upgrade = hyper::upgrade::on(&mut resp);
         let mut out = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
         for name in [
@@ -375,7 +405,10 @@ fn check_limits(snap: &Snapshot, req: &Request<Incoming>) -> Result<(), Refusal>
             ),
         ));
     }
-    let mut size = req.uri().to_string().len() + 16;
+    let uri = req.uri();
+    let mut size = uri.path_and_query().map(|p| p.as_str().len()).unwrap_or(1)
+        + uri.authority().map(|a| a.as_str().len()).unwrap_or(0)
+        + 16;
     for (k, v) in headers {
         size += k.as_str().len() + v.len() + 4;
     }
@@ -463,38 +496,58 @@ pub(crate) fn inject(
     headers: &mut http::HeaderMap,
     decision: &Decision,
     forwarded_path: &str,
-    original_host: Option<String>,
+    original_host: Option<HeaderValue>,
 ) {
+    use crate::header_names::*;
+    // Up to eight inserts follow: grow the table once, not per insert.
+    headers.reserve(8);
     let identity = ex.identified.identity.as_deref();
     let proto = if conn.tls {
         "https"
     } else {
         ex.forwarded.proto.unwrap_or("http")
     };
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-    if let Some(host) = ex.forwarded.host.clone().or(original_host) {
-        if let Ok(v) = HeaderValue::from_str(&host) {
-            headers.insert("x-forwarded-host", v);
-        }
-    }
-    headers.insert("x-request-id", ex.request_id.clone());
-    let (scopes_comma, scopes_space) = snap.scope_strings(decision.effective);
-    let xff: Option<IpAddr> = match &snap.openclaw {
-        Some(oc) => Some(oc.forwarded_for(ex.forwarded.client_ip)),
-        None => ex.forwarded.client_ip,
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    let host = match &ex.forwarded.host {
+        Some(h) => HeaderValue::from_str(h).ok(),
+        None => original_host,
     };
-    if let Some(ip) = xff {
-        if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
-            headers.insert("x-forwarded-for", v);
+    if let Some(v) = host {
+        headers.insert(X_FORWARDED_HOST, v);
+    }
+    headers.insert(X_REQUEST_ID, ex.request_id.clone());
+    let (scopes_comma, scopes_space) = snap.scope_strings(decision.effective);
+    // X-Forwarded-For: overwritten, never appended; the common values are made once, not per request.
+    let xff = match &snap.openclaw {
+        Some(oc) => {
+            let ip = oc.forwarded_for(ex.forwarded.client_ip);
+            if ip == oc.local_client_ip {
+                Some(oc.local_client_value.clone())
+            } else if Some(ip) == conn.peer.ip() {
+                conn.peer_value.clone()
+            } else {
+                HeaderValue::from_str(&ip.to_string()).ok()
+            }
         }
+        None => match ex.forwarded.client_ip {
+            Some(ip) if Some(ip) == conn.peer.ip() => conn.peer_value.clone(),
+            Some(ip) => HeaderValue::from_str(&ip.to_string()).ok(),
+            None => None,
+        },
+    };
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR, v);
     }
     if let Some(oc) = &snap.openclaw {
         // Always present: an empty list grants nothing, where an absent one would grant the gateway's
         // full default set (gateway contract §3).
-        headers.insert("x-openclaw-scopes", scopes_comma);
+        headers.insert(X_OPENCLAW_SCOPES, scopes_comma);
         if let Some(id) = identity {
-            if let Ok(v) = HeaderValue::from_str(oc.gateway_user(&id.subject)) {
-                headers.insert(oc.user_header.clone(), v);
+            let user = id
+                .gateway_header
+                .get_or_init(|| HeaderValue::from_str(oc.gateway_user(&id.subject)).ok());
+            if let Some(v) = user {
+                headers.insert(oc.user_header.clone(), v.clone());
             }
         }
     }
@@ -529,8 +582,28 @@ fn request_id(
             }
         }
     }
-    let id = format!("{}-{:x}", shared.boot_id, crate::metrics::next_seq());
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    // `<boot id>-<sequence in hex>`, written by hand: this runs on every request.
+    let mut buf = [0u8; 48];
+    let boot = shared.boot_id.as_bytes();
+    let n = boot.len().min(24);
+    buf[..n].copy_from_slice(&boot[..n]);
+    buf[n] = b'-';
+    let mut seq = crate::metrics::next_seq();
+    let mut digits = [0u8; 16];
+    let mut d = 0;
+    loop {
+        digits[d] = b"0123456789abcdef"[(seq & 0xf) as usize];
+        d += 1;
+        seq >>= 4;
+        if seq == 0 {
+            break;
+        }
+    }
+    for i in 0..d {
+        buf[n + 1 + i] = digits[d - 1 - i];
+    }
+    HeaderValue::from_bytes(&buf[..n + 1 + d])
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 pub fn json_response(
@@ -558,10 +631,8 @@ pub fn finish(
     resp: &Response<ResponseBody>,
     refusal: Option<&Refusal>,
 ) {
-    let m = crate::metrics::get();
     let status = resp.status().as_u16();
     let route_index = ex.route.and_then(|r| r.index);
-    let route = snap.route_label(route_index);
     let decision_label = match (refusal, ex.decision) {
         (Some(r), _) => match r.kind {
             RefusalKind::Unauthorized => "unauthenticated",
@@ -575,26 +646,18 @@ pub fn finish(
         (None, None) if ex.in_band => "in_band_pending",
         (None, None) => "scopegate",
     };
-    m.requests
-        .get_or_create(&crate::metrics::RequestLabels {
-            route: route.clone(),
-            method: crate::metrics::method_label(&ex.method),
-            status,
-            decision: decision_label,
-        })
-        .inc();
+    snap.request_counter(
+        route_index,
+        crate::metrics::method_label(&ex.method),
+        status,
+        decision_label,
+    )
+    .inc();
     let elapsed = ex.started.elapsed();
-    m.request_duration
-        .get_or_create(&crate::metrics::RouteLabels {
-            route: route.clone(),
-        })
-        .observe(elapsed.as_secs_f64());
+    let rm = snap.route_metrics(route_index);
+    rm.duration.observe(elapsed.as_secs_f64());
     if let Some(u) = ex.upstream_time {
-        m.upstream_duration
-            .get_or_create(&crate::metrics::RouteLabels {
-                route: route.clone(),
-            })
-            .observe(u.as_secs_f64());
+        rm.upstream.observe(u.as_secs_f64());
     }
     if let Some(r) = refusal {
         crate::metrics::denial(r.code);
@@ -619,6 +682,7 @@ pub fn finish(
             .to_string(),
     };
     let rid = ex.request_id.to_str().unwrap_or("-");
+    let route = snap.route_label(route_index);
     audit::record(
         true,
         &AuditRecord {
@@ -627,7 +691,7 @@ pub fn finish(
             source: identity.map(|i| i.method.amr()),
             client_ip: ex.forwarded.client_ip,
             method: ex.method.as_str(),
-            path: &ex.path,
+            path: ex.path(),
             route: &route,
             required: &required,
             effective: &effective,

@@ -169,7 +169,24 @@ impl Body for RequestBody {
 /// What scopegate sends back: the upstream's stream, or a body of its own.
 pub enum ResponseBody {
     Full(Option<Bytes>),
-    Upstream { inner: Incoming, idle: Idle },
+    Upstream {
+        inner: Incoming,
+        idle: Idle,
+        /// The pooled connection this body came on: reused only if the body was read to the end.
+        lease: Option<crate::upstream::pool::Lease>,
+    },
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let ResponseBody::Upstream { inner, lease, .. } = self {
+            if inner.is_end_stream() {
+                if let Some(l) = lease.take() {
+                    l.release();
+                }
+            }
+        }
+    }
 }
 
 impl ResponseBody {
@@ -182,10 +199,15 @@ impl ResponseBody {
         ResponseBody::Full(None)
     }
 
-    pub fn upstream(inner: Incoming, idle: Duration) -> ResponseBody {
+    pub fn upstream(
+        inner: Incoming,
+        idle: Duration,
+        lease: Option<crate::upstream::pool::Lease>,
+    ) -> ResponseBody {
         ResponseBody::Upstream {
             inner,
             idle: Idle::new(idle),
+            lease,
         }
     }
 }
@@ -206,7 +228,7 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match &mut *self {
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ResponseBody::Upstream { inner, idle } => match Pin::new(inner).poll_frame(cx) {
+            ResponseBody::Upstream { inner, idle, .. } => match Pin::new(inner).poll_frame(cx) {
                 Poll::Pending => {
                     if idle.poll_expired(cx) {
                         crate::metrics::upstream_error("stream_idle");
@@ -245,13 +267,8 @@ impl Body for ResponseBody {
 
 /// Removes hop-by-hop headers (and those a response's `Connection` names) from an upstream response.
 pub fn scrub_response_headers(headers: &mut HeaderMap) {
-    let nominated = crate::identity::hygiene::connection_nominated(headers);
-    for n in nominated {
-        if let Ok(name) = http::HeaderName::from_bytes(n.as_bytes()) {
-            headers.remove(&name);
-        }
-    }
-    for h in [
+    use http::header;
+    const HOP: [&str; 8] = [
         "connection",
         "keep-alive",
         "proxy-connection",
@@ -260,6 +277,26 @@ pub fn scrub_response_headers(headers: &mut HeaderMap) {
         "trailer",
         "transfer-encoding",
         "upgrade",
+    ];
+    // Most responses carry none of these: check in one pass before touching the map.
+    if !headers.keys().any(|k| HOP.contains(&k.as_str())) {
+        return;
+    }
+    let nominated = crate::identity::hygiene::connection_nominated(headers);
+    for n in nominated {
+        if let Ok(name) = http::HeaderName::from_bytes(n.as_bytes()) {
+            headers.remove(&name);
+        }
+    }
+    for h in [
+        header::CONNECTION,
+        crate::header_names::KEEP_ALIVE,
+        crate::header_names::PROXY_CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
     ] {
         headers.remove(h);
     }

@@ -18,10 +18,19 @@ use crate::upstream::body::RequestBody;
 
 pub type Connector = HttpsConnector<HttpConnector>;
 
+/// How requests reach the upstream: the lean HTTP/1.1 pool for `http://`, hyper-util's client for
+/// HTTPS and HTTP/2.
+enum Transport {
+    Http1(Arc<crate::upstream::pool::Http1Pool>),
+    General(Client<Connector, RequestBody>),
+}
+
 pub struct UpstreamClient {
-    client: Client<Connector, RequestBody>,
+    transport: Transport,
     scheme: Scheme,
     authority: Authority,
+    /// `Host` for the pooled HTTP/1.1 transport (hyper-util sets it from the URI itself).
+    host_header: http::HeaderValue,
     base_path: String,
     response_header_timeout: Duration,
     /// Identifies the upstream settings this client was built for; a reload that changes them makes
@@ -66,6 +75,30 @@ impl UpstreamClient {
         } else {
             builder.enable_http1().wrap_connector(http)
         };
+        if !cfg.scheme_https && !cfg.http2 {
+            let port = cfg.authority.port_u16().unwrap_or(80);
+            let host = cfg.authority.host().to_string();
+            let target = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            return Ok(UpstreamClient {
+                transport: Transport::Http1(Arc::new(crate::upstream::pool::Http1Pool::new(
+                    target,
+                    cfg.connect_timeout,
+                    cfg.pool_idle_timeout,
+                    cfg.pool_max_idle,
+                ))),
+                scheme: Scheme::HTTP,
+                authority: cfg.authority.clone(),
+                host_header: http::HeaderValue::from_str(cfg.authority.as_str())
+                    .map_err(|_| "the upstream authority is not a valid Host header".to_string())?,
+                base_path: cfg.base_path.clone(),
+                response_header_timeout: cfg.response_header_timeout,
+                fingerprint: fingerprint(cfg),
+            });
+        }
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -76,7 +109,9 @@ impl UpstreamClient {
             .set_host(true)
             .build(connector);
         Ok(UpstreamClient {
-            client,
+            transport: Transport::General(client),
+            host_header: http::HeaderValue::from_str(cfg.authority.as_str())
+                .map_err(|_| "the upstream authority is not a valid Host header".to_string())?,
             scheme: if cfg.scheme_https {
                 Scheme::HTTPS
             } else {
@@ -89,8 +124,14 @@ impl UpstreamClient {
         })
     }
 
-    /// The URI the upstream receives for a client's path and query.
+    /// The URI the upstream receives for a client's path and query: origin-form for the pooled
+    /// HTTP/1.1 transport (no base path: the client's own path, unchanged), absolute otherwise.
     pub fn upstream_uri(&self, pq: Option<&PathAndQuery>) -> Result<Uri, Refusal> {
+        if let (Transport::Http1(_), true, Some(pq)) =
+            (&self.transport, self.base_path.is_empty(), pq)
+        {
+            return Ok(Uri::from(pq.clone()));
+        }
         let pq = match (self.base_path.is_empty(), pq) {
             (true, Some(pq)) => pq.clone(),
             (true, None) => PathAndQuery::from_static("/"),
@@ -122,25 +163,74 @@ impl UpstreamClient {
     }
 
     /// Sends a request and waits for response headers, mapping failures to the contract's 502/504.
+    /// The lease, when there is one, must travel with the response body (see `upstream::pool`).
     pub async fn send(
         &self,
-        req: Request<RequestBody>,
+        mut req: Request<RequestBody>,
         header_timeout: Option<Duration>,
-    ) -> Result<Response<Incoming>, Refusal> {
+    ) -> Result<(Response<Incoming>, Option<crate::upstream::pool::Lease>), Refusal> {
         let limit = header_timeout.unwrap_or(self.response_header_timeout);
-        match tokio::time::timeout(limit, self.client.request(req)).await {
-            Err(_) => {
-                crate::metrics::upstream_error("header_timeout");
-                Err(Refusal::gateway_timeout(
-                    "upstream_timeout",
-                    format!(
-                        "the upstream sent no response headers within {}",
-                        humantime::format_duration(limit)
-                    ),
-                ))
+        let timed_out = || {
+            crate::metrics::upstream_error("header_timeout");
+            Refusal::gateway_timeout(
+                "upstream_timeout",
+                format!(
+                    "the upstream sent no response headers within {}",
+                    humantime::format_duration(limit)
+                ),
+            )
+        };
+        match &self.transport {
+            Transport::Http1(pool) => {
+                // Origin-form request line and an explicit Host, as HTTP/1.1 expects.
+                if req.uri().scheme().is_some() {
+                    if let Some(pq) = req.uri().path_and_query().cloned() {
+                        *req.uri_mut() = Uri::from(pq);
+                    }
+                }
+                req.headers_mut()
+                    .insert(http::header::HOST, self.host_header.clone());
+                match tokio::time::timeout(limit, pool.send(req)).await {
+                    Err(_) => Err(timed_out()),
+                    Ok(Ok((resp, lease))) => Ok((resp, Some(lease))),
+                    Ok(Err(e)) => Err(classify_pool(&e)),
+                }
             }
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(classify(&e)),
+            Transport::General(client) => {
+                match tokio::time::timeout(limit, client.request(req)).await {
+                    Err(_) => Err(timed_out()),
+                    Ok(Ok(resp)) => Ok((resp, None)),
+                    Ok(Err(e)) => Err(classify(&e)),
+                }
+            }
+        }
+    }
+}
+
+fn classify_pool(e: &crate::upstream::pool::PoolError) -> Refusal {
+    use crate::upstream::pool::PoolError;
+    tracing::warn!(error = ?e, "upstream request failed");
+    match e {
+        PoolError::ConnectTimeout => {
+            crate::metrics::upstream_error("connect");
+            Refusal::gateway_timeout(
+                "upstream_connect_timeout",
+                "connecting to the upstream timed out",
+            )
+        }
+        PoolError::Connect(_) => {
+            crate::metrics::upstream_error("connect");
+            Refusal::bad_gateway(
+                "upstream_unreachable",
+                "the upstream refused or could not be reached",
+            )
+        }
+        PoolError::Http(_) => {
+            crate::metrics::upstream_error("reset");
+            Refusal::bad_gateway(
+                "upstream_reset",
+                "the upstream closed the connection before sending a complete response",
+            )
         }
     }
 }

@@ -3,4 +3,5 @@
 pub mod body;
 pub mod client;
 pub mod openclaw;
+pub mod pool;
 pub mod websocket;

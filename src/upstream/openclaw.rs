@@ -88,6 +88,8 @@ pub struct OpenClawProfile {
     known: HashSet<String>,
     known_sorted: Vec<String>,
     pub local_client_ip: IpAddr,
+    /// `local_client_ip` as a header value, made once.
+    pub local_client_value: http::HeaderValue,
     pub in_band_auth: bool,
     pub connect_timeout: Duration,
 }
@@ -123,6 +125,8 @@ impl OpenClawProfile {
             known,
             known_sorted,
             local_client_ip: oc.local_client_ip,
+            local_client_value: http::HeaderValue::from_str(&oc.local_client_ip.to_string())
+                .unwrap_or_else(|_| http::HeaderValue::from_static("192.0.2.1")),
             in_band_auth: oc.in_band_auth,
             connect_timeout: oc.connect_timeout,
         }

@@ -85,7 +85,7 @@ pub fn accept(
         client,
         conn,
         request_id: ex.request_id.clone(),
-        path: ex.path.clone(),
+        path: ex.path().to_string(),
         path_and_query,
         forwarded: ex.forwarded.clone(),
         origin,
@@ -326,7 +326,7 @@ impl Session {
             request_id: self.request_id.clone(),
             started: std::time::Instant::now(),
             method: Method::GET,
-            path: self.path.clone(),
+            uri: http::Uri::try_from(self.path.as_str()).unwrap_or_default(),
             websocket: true,
             forwarded: self.forwarded.clone(),
             identified: crate::identity::Identified {
@@ -355,11 +355,12 @@ impl Session {
             &forwarded_path,
             None,
         );
-        let mut resp = self.client.send(req, None).await.map_err(|r| WsRefusal {
-            code: "UNAVAILABLE",
-            close: CloseCode::Error,
-            refusal: r,
-        })?;
+        let (mut resp, _upgrade_owns_the_connection) =
+            self.client.send(req, None).await.map_err(|r| WsRefusal {
+                code: "UNAVAILABLE",
+                close: CloseCode::Error,
+                refusal: r,
+            })?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Err(unavailable(
                 "upstream_refused_upgrade",
