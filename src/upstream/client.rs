@@ -22,7 +22,7 @@ pub type Connector = HttpsConnector<HttpConnector>;
 /// HTTPS and HTTP/2.
 enum Transport {
     Http1(Arc<crate::upstream::pool::Http1Pool>),
-    General(Client<Connector, RequestBody>),
+    General(Box<Client<Connector, RequestBody>>),
 }
 
 pub struct UpstreamClient {
@@ -109,7 +109,7 @@ impl UpstreamClient {
             .set_host(true)
             .build(connector);
         Ok(UpstreamClient {
-            transport: Transport::General(client),
+            transport: Transport::General(Box::new(client)),
             host_header: http::HeaderValue::from_str(cfg.authority.as_str())
                 .map_err(|_| "the upstream authority is not a valid Host header".to_string())?,
             scheme: if cfg.scheme_https {
