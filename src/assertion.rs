@@ -233,7 +233,7 @@ impl AssertionSigner {
             jwks: Bytes::from(jwks),
             ephemeral,
             hasher: RandomState::default(),
-            cache: (!cfg.reuse.is_zero()).then(|| quick_cache::sync::Cache::new(16_384)),
+            cache: (!cfg.reuse.is_zero()).then(|| crate::util::bounded_cache(16_384)),
         })
     }
 

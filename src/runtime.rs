@@ -141,8 +141,8 @@ impl Snapshot {
             upstream_fingerprint,
             tls,
             route_metrics,
-            request_counters: quick_cache::sync::Cache::new(512),
-            scope_headers: quick_cache::sync::Cache::new(1024),
+            request_counters: crate::util::bounded_cache(512),
+            scope_headers: crate::util::bounded_cache(1024),
         })
     }
 

@@ -44,6 +44,11 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Writes an ES256 signing key (PKCS#8 PEM) and its public JWK into a directory.
+    Keys {
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Writes `count` ES256 tokens, one per line.
     Tokens {
         #[arg(long)]
@@ -122,6 +127,7 @@ fn main() {
             audience,
             out,
         } => tokens(&key, count, &issuer, &audience, &out),
+        Cmd::Keys { dir } => keys(&dir),
         other => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -255,6 +261,34 @@ async fn route(mut req: Request<Incoming>, body: Bytes) -> Response<Body> {
     r.headers_mut()
         .insert("content-type", "text/plain".parse().unwrap());
     r
+}
+
+fn keys(dir: &std::path::Path) {
+    use aws_lc_rs::signature::KeyPair;
+    std::fs::create_dir_all(dir).unwrap();
+    let der =
+        scopegate::assertion::generate_pkcs8(scopegate::config::AssertionAlgorithm::ES256).unwrap();
+    std::fs::write(
+        dir.join("idp-es256.pem"),
+        scopegate::assertion::pem_encode("PRIVATE KEY", &der),
+    )
+    .unwrap();
+    let kp = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &der,
+    )
+    .unwrap();
+    let p = kp.public_key().as_ref();
+    let jwk = json!({"kty": "EC", "crv": "P-256", "kid": "bench", "alg": "ES256",
+        "x": scopegate::util::b64url(&p[1..33]), "y": scopegate::util::b64url(&p[33..])});
+    std::fs::write(dir.join("idp-es256.jwk"), jwk.to_string()).unwrap();
+    let assertion =
+        scopegate::assertion::generate_pkcs8(scopegate::config::AssertionAlgorithm::EdDSA).unwrap();
+    std::fs::write(
+        dir.join("assertion-ed25519.pem"),
+        scopegate::assertion::pem_encode("PRIVATE KEY", &assertion),
+    )
+    .unwrap();
 }
 
 fn tokens(key: &PathBuf, count: usize, issuer: &str, audience: &str, out: &PathBuf) {

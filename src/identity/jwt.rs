@@ -493,7 +493,7 @@ impl JwtVerifier {
                 })
                 .collect(),
             jwks,
-            cache: (cfg.cache_size > 0).then(|| quick_cache::sync::Cache::new(cfg.cache_size)),
+            cache: (cfg.cache_size > 0).then(|| crate::util::bounded_cache(cfg.cache_size)),
             max_candidates: 8,
         }
     }

@@ -54,7 +54,7 @@ impl TailscaleSource {
             whois: cfg.whois_socket.clone().map(|socket| {
                 WhoIsClient::new(socket, cfg.whois_timeout, cfg.app_capability.clone())
             }),
-            identities: quick_cache::sync::Cache::new(4096),
+            identities: crate::util::bounded_cache(4096),
         }
     }
 
@@ -288,7 +288,7 @@ impl WhoIsClient {
             socket,
             timeout,
             capability,
-            cache: quick_cache::sync::Cache::new(1024),
+            cache: crate::util::bounded_cache(1024),
         }
     }
 

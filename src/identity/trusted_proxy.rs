@@ -27,7 +27,7 @@ impl TrustedProxySource {
             peers: cfg.peers.clone(),
             user_header: cfg.user_header.clone(),
             groups_header: cfg.groups_header.clone(),
-            identities: quick_cache::sync::Cache::new(4096),
+            identities: crate::util::bounded_cache(4096),
         }
     }
 
