@@ -18,6 +18,8 @@ pub enum RefusalKind {
     NotFound,
     PayloadTooLarge,
     HeadersTooLarge,
+    /// The client stopped sending its body (idle timeout).
+    RequestTimeout,
     BadGateway,
     ServiceUnavailable,
     GatewayTimeout,
@@ -33,6 +35,7 @@ impl RefusalKind {
             RefusalKind::NotFound => StatusCode::NOT_FOUND,
             RefusalKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RefusalKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            RefusalKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             RefusalKind::BadGateway => StatusCode::BAD_GATEWAY,
             RefusalKind::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             RefusalKind::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -49,6 +52,7 @@ impl RefusalKind {
             RefusalKind::NotFound => "not_found",
             RefusalKind::PayloadTooLarge => "payload_too_large",
             RefusalKind::HeadersTooLarge => "headers_too_large",
+            RefusalKind::RequestTimeout => "request_timeout",
             RefusalKind::BadGateway => "bad_gateway",
             RefusalKind::ServiceUnavailable => "unavailable",
             RefusalKind::GatewayTimeout => "gateway_timeout",
@@ -130,6 +134,20 @@ impl Refusal {
 
     pub fn gateway_timeout(code: &'static str, message: impl Into<String>) -> Self {
         Refusal::new(RefusalKind::GatewayTimeout, code, message)
+    }
+
+    /// Framing refusals leave the rest of an HTTP/1 connection unreadable: the response closes it.
+    pub fn poisons_connection(&self) -> bool {
+        matches!(
+            self.code,
+            "duplicate_content_length"
+                | "ambiguous_framing"
+                | "unsupported_transfer_coding"
+                | "bad_content_length"
+                | "bad_request_body"
+                | "request_body_idle"
+                | "payload_too_large"
+        )
     }
 
     pub fn with_reasons(mut self, reasons: Vec<Reason>) -> Self {

@@ -22,6 +22,7 @@ pub mod header_names;
 pub mod identity;
 pub mod metrics;
 pub mod policy;
+pub mod properties;
 pub mod runtime;
 pub mod server;
 pub mod tokens;

@@ -64,6 +64,10 @@ pub struct ServerConfig {
     pub h2_max_concurrent_streams: u32,
     pub unix_socket_mode: Option<u32>,
     pub request_id_peers: Vec<PeerMatch>,
+    /// Cross-site WebSocket hijacking guard: a browser upgrade whose `Origin` is neither the request's
+    /// own host nor listed here is refused, so a web page cannot ride a visitor's ambient (Tailscale,
+    /// trusted-proxy) identity. Lower-cased `scheme://host[:port]`.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -51,6 +51,8 @@ pub struct RawServer {
     pub unix_socket_mode: Option<Spanned<String>>,
     /// Trust `x-request-id` from these peers; everyone else gets a fresh one.
     pub request_id_peers: Option<Vec<PeerMatch>>,
+    /// Browser origins (`scheme://host[:port]`) allowed to open WebSockets besides the proxy's own.
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -556,6 +556,12 @@ fn server_config(ck: &mut Checker, raw: RawServer) -> Option<ServerConfig> {
         h2_max_concurrent_streams: raw.h2_max_concurrent_streams.unwrap_or(256),
         unix_socket_mode,
         request_id_peers: raw.request_id_peers.unwrap_or_default(),
+        allowed_origins: raw
+            .allowed_origins
+            .unwrap_or_default()
+            .iter()
+            .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+            .collect(),
     })
 }
 

@@ -22,7 +22,6 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authenticate",
     "proxy-authorization",
     "te",
-    "trailer",
     "transfer-encoding",
     "upgrade",
 ];
@@ -159,6 +158,11 @@ impl Hygiene {
     pub fn scrub(&self, headers: &mut HeaderMap) {
         // The credential was consumed by identification; it never goes upstream.
         headers.remove(header::AUTHORIZATION);
+        // `Trailer` announces the trailer fields to come (hyper only sends announced ones); it stays,
+        // minus any name that would be dropped from the trailers anyway.
+        if headers.contains_key(header::TRAILER) {
+            self.scrub_trailer_announcement(headers);
+        }
         let has_connection = headers.contains_key(header::CONNECTION);
         // Most request headers (host, accept, user-agent, content-*) are ruled out by their first byte.
         let doomed = |name: &HeaderName| {
@@ -181,13 +185,34 @@ impl Hygiene {
         }
     }
 
+    fn scrub_trailer_announcement(&self, headers: &mut HeaderMap) {
+        let kept: Vec<String> = headers
+            .get_all(header::TRAILER)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|n| n.trim().to_ascii_lowercase())
+            .filter(|n| !n.is_empty() && !self.trailer_forbidden(n))
+            .collect();
+        headers.remove(header::TRAILER);
+        if let Ok(v) = http::HeaderValue::from_str(&kept.join(", ")) {
+            if !kept.is_empty() {
+                headers.insert(header::TRAILER, v);
+            }
+        }
+    }
+
+    fn trailer_forbidden(&self, s: &str) -> bool {
+        HOP_BY_HOP.contains(&s)
+            || self.is_managed(s)
+            || matches!(s, "content-length" | "host" | "trailer" | "authorization")
+    }
+
     /// Trailers get the same treatment as headers (Traefik GHSA-v67p-phpq-fc8x smuggled names there).
     pub fn scrub_trailers(&self, trailers: &mut HeaderMap) {
         let mut doomed: Vec<HeaderName> = Vec::new();
         for name in trailers.keys() {
-            let s = name.as_str();
-            if HOP_BY_HOP.contains(&s) || self.is_managed(s) || s == "content-length" || s == "host"
-            {
+            if self.trailer_forbidden(name.as_str()) {
                 doomed.push(name.clone());
             }
         }

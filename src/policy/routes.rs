@@ -172,7 +172,7 @@ pub enum Seg {
 }
 
 impl PathPattern {
-    /// `"/v1/models"` exact; `"/sessions/*/history"` one segment; a trailing `"/*"` the rest of the path
+    /// `"/v1/models"` exact (and with one trailing slash); `"/sessions/*/history"` one segment; a trailing `"/*"` the rest of the path
     /// (possibly empty): `"/v1/models/*"` matches `/v1/models/` and `/v1/models/gpt/x`, `"/*"` everything.
     pub fn parse(p: &str) -> Result<PathPattern, String> {
         if !p.starts_with('/') {
@@ -206,8 +206,15 @@ impl PathPattern {
 
     pub fn matches(&self, path: &str) -> bool {
         match self {
-            PathPattern::Exact(p) => p == path,
+            // A trailing slash names the same resource on many servers, so `/kill/` gets `/kill`'s rule.
+            PathPattern::Exact(p) => path
+                .strip_prefix(p.as_str())
+                .is_some_and(|tail| tail.is_empty() || tail == "/"),
             PathPattern::Segments { segs, rest } => {
+                let path = match path.strip_suffix('/') {
+                    Some(trimmed) if !*rest && !trimmed.is_empty() => trimmed,
+                    _ => path,
+                };
                 let mut it = path[1..].split('/');
                 for seg in segs {
                     match (seg, it.next()) {
@@ -249,7 +256,7 @@ pub struct Route {
 }
 
 impl Route {
-    fn matches(&self, method: &Method, path: &str, websocket: bool) -> bool {
+    pub fn matches(&self, method: &Method, path: &str, websocket: bool) -> bool {
         (self.methods.is_empty() || self.methods.contains(method))
             && self.websocket.is_none_or(|w| w == websocket)
             && self.pattern.matches(path)
@@ -414,13 +421,19 @@ mod tests {
     fn patterns() {
         let exact = PathPattern::parse("/v1/models").unwrap();
         assert!(exact.matches("/v1/models"));
-        assert!(!exact.matches("/v1/models/"));
+        assert!(
+            exact.matches("/v1/models/"),
+            "a trailing slash keeps the rule"
+        );
+        assert!(!exact.matches("/v1/models//"));
+        assert!(!exact.matches("/v1/modelsx"));
         assert!(!exact.matches("/V1/MODELS"));
         let one = PathPattern::parse("/sessions/*/history").unwrap();
         assert!(one.matches("/sessions/abc/history"));
         assert!(!one.matches("/sessions//history"));
         assert!(!one.matches("/sessions/a/b/history"));
         assert!(!one.matches("/sessions/abc/history/x"));
+        assert!(one.matches("/sessions/abc/history/"));
         let rest = PathPattern::parse("/v1/models/*").unwrap();
         assert!(rest.matches("/v1/models/gpt"));
         assert!(rest.matches("/v1/models/"));

@@ -130,7 +130,13 @@ impl Proxy {
             Ok(resp) => (resp, None),
             Err(refusal) => {
                 let rid = ex.request_id.to_str().unwrap_or("-");
-                (refusal.to_response::<ResponseBody>(rid), Some(refusal))
+                let mut resp = refusal.to_response::<ResponseBody>(rid);
+                if refusal.poisons_connection() {
+                    // The rest of the connection's bytes have no trustworthy reading.
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+                }
+                (resp, Some(refusal))
             }
         };
         finish(&snap, &ex, &resp, refusal.as_ref());
@@ -154,6 +160,7 @@ impl Proxy {
             Refusal::bad_request(why.code(), format!("ambiguous path: {}", why.message()))
         })?;
         check_authority(&req)?;
+        check_framing(&req)?;
         if ex.method == Method::CONNECT {
             return Err(Refusal::bad_request(
                 "connect_not_supported",
@@ -178,6 +185,13 @@ impl Proxy {
             &snap.forwarding_peers,
         )?;
         ex.websocket = req.version() == Version::HTTP_11 && is_websocket_upgrade(req.headers());
+        if ex.websocket {
+            check_origin(
+                &cfg.server.allowed_origins,
+                req.headers(),
+                ex.forwarded.host.as_deref(),
+            )?;
+        }
 
         // Scopegate's own endpoints.
         if ex.path() == JWKS_PATH && matches!(ex.method, Method::GET | Method::HEAD) {
@@ -465,6 +479,89 @@ fn check_authority(req: &Request<Incoming>) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// A WebSocket upgrade from a browser carries `Origin`; unless it names the host the request was sent
+/// to (its `Host`, or the `X-Forwarded-Host` a trusted proxy vouched for) or an allowed origin, a page on another site is trying to open the socket with the visitor's
+/// ambient identity (cross-site WebSocket hijacking). Non-browser clients send no `Origin`.
+fn check_origin(
+    allowed: &[String],
+    headers: &http::HeaderMap,
+    forwarded_host: Option<&str>,
+) -> Result<(), Refusal> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    // Behind a trusted proxy the client's host is the one it vouches for in X-Forwarded-Host.
+    let same_host = origin.split_once("://").is_some_and(|(scheme, rest)| {
+        matches!(scheme, "http" | "https")
+            && [Some(host), forwarded_host]
+                .into_iter()
+                .flatten()
+                .any(|h| !h.is_empty() && rest.eq_ignore_ascii_case(h))
+    });
+    if same_host || allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        RefusalKind::Forbidden,
+        "origin_not_allowed",
+        format!(
+            "a WebSocket from origin {origin:?} may not connect to {host:?}; add it to [server] allowed_origins if it is yours"
+        ),
+    ))
+}
+
+/// HTTP/1 message framing must have exactly one reading (RFC 9112 §6): a message with both
+/// `Transfer-Encoding` and `Content-Length`, a repeated `Content-Length`, or a transfer coding other
+/// than a single `chunked` is refused, and the connection closed, rather than re-framed on a guess —
+/// that guess is what request smuggling exploits. HTTP/1.1 requires `Host`.
+fn check_framing(req: &Request<Incoming>) -> Result<(), Refusal> {
+    if req.version() >= Version::HTTP_2 {
+        return Ok(());
+    }
+    let headers = req.headers();
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let has_length = lengths.next().is_some();
+    if lengths.next().is_some() {
+        return Err(Refusal::bad_request(
+            "duplicate_content_length",
+            "Content-Length was sent more than once",
+        ));
+    }
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(coding) = codings.next() {
+        if has_length {
+            return Err(Refusal::bad_request(
+                "ambiguous_framing",
+                "the request has both Transfer-Encoding and Content-Length",
+            ));
+        }
+        let chunked_only = coding
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+        if !chunked_only || codings.next().is_some() {
+            return Err(Refusal::bad_request(
+                "unsupported_transfer_coding",
+                "only a single \"Transfer-Encoding: chunked\" is accepted",
+            ));
+        }
+    }
+    if req.version() == Version::HTTP_11
+        && req.uri().authority().is_none()
+        && !headers.contains_key(header::HOST)
+    {
+        return Err(Refusal::bad_request(
+            "missing_host",
+            "an HTTP/1.1 request must carry a Host header",
+        ));
+    }
+    Ok(())
+}
+
 /// The client's own narrowing (`[policy] request_scopes_header`): literal scopes, comma or space separated.
 fn requested_scopes(snap: &Snapshot, req: &Request<Incoming>) -> Result<Option<ScopeSet>, Refusal> {
     let Some(name) = &snap.config.request_scopes_header else {
@@ -639,7 +736,9 @@ pub fn finish(
             RefusalKind::Forbidden => ex.decision.map(|d| d.outcome()).unwrap_or("forbidden"),
             RefusalKind::BadRequest => "bad_request",
             RefusalKind::BadGateway | RefusalKind::GatewayTimeout => "upstream_error",
-            RefusalKind::HeadersTooLarge | RefusalKind::PayloadTooLarge => "limit",
+            RefusalKind::HeadersTooLarge
+            | RefusalKind::PayloadTooLarge
+            | RefusalKind::RequestTimeout => "limit",
             _ => "error",
         },
         (None, Some(d)) => d.outcome(),

@@ -225,7 +225,10 @@ fn classify_pool(e: &crate::upstream::pool::PoolError) -> Refusal {
                 "the upstream refused or could not be reached",
             )
         }
-        PoolError::Http(_) => {
+        PoolError::Http(e) => {
+            if let Some(r) = client_body_fault(e) {
+                return r;
+            }
             crate::metrics::upstream_error("reset");
             Refusal::bad_gateway(
                 "upstream_reset",
@@ -233,6 +236,36 @@ fn classify_pool(e: &crate::upstream::pool::PoolError) -> Refusal {
             )
         }
     }
+}
+
+/// When forwarding failed because the *client's* body failed (malformed chunking, cut short, too large,
+/// idle), the client is at fault: 400/408/413, not a 502 that blames the upstream.
+fn client_body_fault(e: &(dyn std::error::Error + 'static)) -> Option<Refusal> {
+    use crate::upstream::body::BodyError;
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(b) = s.downcast_ref::<BodyError>() {
+            tracing::info!(error = %b, "request body failed while forwarding");
+            return Some(match b {
+                BodyError::TooLarge(max) => Refusal::new(
+                    crate::error::RefusalKind::PayloadTooLarge,
+                    "payload_too_large",
+                    format!("the body exceeds the limit of {max} bytes"),
+                ),
+                BodyError::Idle(d) => Refusal::new(
+                    crate::error::RefusalKind::RequestTimeout,
+                    "request_body_idle",
+                    format!("the client sent no body data for {}s", d.as_secs()),
+                ),
+                BodyError::Upstream(_) => Refusal::bad_request(
+                    "bad_request_body",
+                    "the request body is malformed or was cut short",
+                ),
+            });
+        }
+        src = s.source();
+    }
+    None
 }
 
 /// Maps a client error to a refusal with a precise reason (the cause chain goes to the log only).
@@ -246,6 +279,9 @@ fn classify(e: &hyper_util::client::legacy::Error) -> Refusal {
         }
         chain.push_str(&s.to_string());
         src = s.source();
+    }
+    if let Some(r) = client_body_fault(e) {
+        return r;
     }
     tracing::warn!(error = %e, cause = %chain, "upstream request failed");
     if e.is_connect() {

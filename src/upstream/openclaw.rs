@@ -27,6 +27,7 @@ use http::{HeaderName, Method};
 use crate::config::{Config, RouteAccess, RouteConfig};
 
 pub mod inband;
+pub mod preauth;
 
 /// The gateway's own HTTP surface as a route table (used when the config has no `[[routes]]`).
 pub fn default_routes() -> Vec<RouteConfig> {

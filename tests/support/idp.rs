@@ -21,6 +21,8 @@ use serde_json::Value;
 #[derive(Clone)]
 enum Mode {
     Serve(Value),
+    /// Serve after a delay (a slow IdP).
+    Slow(Value, std::time::Duration),
     Status(u16),
     Garbage,
 }
@@ -49,7 +51,11 @@ impl Jwks {
                         let (m, f) = (m.clone(), f.clone());
                         async move {
                             f.fetch_add(1, Ordering::SeqCst);
-                            let mode = m.lock().unwrap().clone();
+                            let mut mode = m.lock().unwrap().clone();
+                            if let Mode::Slow(doc, delay) = mode {
+                                tokio::time::sleep(delay).await;
+                                mode = Mode::Serve(doc);
+                            }
                             let resp = match mode {
                                 Mode::Serve(doc) => {
                                     let mut r =
@@ -67,6 +73,7 @@ impl Jwks {
                                     *r.status_mut() = StatusCode::from_u16(code).unwrap();
                                     r
                                 }
+                                Mode::Slow(..) => unreachable!("resolved above"),
                                 Mode::Garbage => Response::new(Full::new(Bytes::from_static(
                                     b"<html>maintenance</html>",
                                 ))),
@@ -93,6 +100,11 @@ impl Jwks {
 
     pub fn serve(&self, keys: Vec<Value>) {
         *self.mode.lock().unwrap() = Mode::Serve(serde_json::json!({ "keys": keys }));
+    }
+
+    /// Serves `keys`, but only after `delay`.
+    pub fn slow(&self, keys: Vec<Value>, delay: std::time::Duration) {
+        *self.mode.lock().unwrap() = Mode::Slow(serde_json::json!({ "keys": keys }), delay);
     }
 
     pub fn fail(&self, status: u16) {

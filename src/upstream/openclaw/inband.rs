@@ -42,6 +42,7 @@ use crate::server::stack::{ConnInfo, Exchange};
 use crate::server::Shared;
 use crate::upstream::body::{RequestBody, ResponseBody};
 use crate::upstream::client::UpstreamClient;
+use crate::upstream::openclaw::preauth::{Budgeted, PRE_AUTH_BUDGET};
 
 /// The gateway caps pre-auth frames at 64 KiB; so does scopegate.
 const MAX_CONNECT_FRAME: usize = 64 * 1024;
@@ -131,7 +132,7 @@ struct Session {
     stop: tokio_util::sync::CancellationToken,
 }
 
-type ClientWs = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type ClientWs = WebSocketStream<Budgeted<TokioIo<hyper::upgrade::Upgraded>>>;
 
 /// An in-band refusal, in the gateway's `res` error shape.
 struct WsRefusal {
@@ -145,8 +146,12 @@ impl Session {
         let cfg = WebSocketConfig::default()
             .max_message_size(Some(32 << 20))
             .max_frame_size(Some(16 << 20));
-        let mut ws: ClientWs =
-            WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, Some(cfg)).await;
+        let mut ws: ClientWs = WebSocketStream::from_raw_socket(
+            Budgeted::new(TokioIo::new(up), PRE_AUTH_BUDGET),
+            Role::Server,
+            Some(cfg),
+        )
+        .await;
         let profile = match &self.snap.openclaw {
             Some(p) => p.clone(),
             None => return,
@@ -195,6 +200,8 @@ impl Session {
                 return;
             }
         };
+        // Authenticated: normal message limits from here on.
+        ws.get_mut().lift();
         // Strip the client's secret and its device proof (signed over scopegate's nonce, not the gateway's).
         if let Some(params) = frame.get_mut("params").and_then(Value::as_object_mut) {
             params.remove("auth");
@@ -286,7 +293,7 @@ impl Session {
         &self,
         identity: &Arc<Identity>,
         effective: ScopeSet,
-    ) -> Result<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, WsRefusal> {
+    ) -> Result<ClientWs, WsRefusal> {
         let unavailable = |code: &'static str, msg: String| WsRefusal {
             code: "UNAVAILABLE",
             close: CloseCode::Error,
@@ -376,7 +383,12 @@ impl Session {
                 format!("the gateway upgrade failed: {e}"),
             )
         })?;
-        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Client, None).await;
+        let mut ws = WebSocketStream::from_raw_socket(
+            Budgeted::unlimited(TokioIo::new(up)),
+            Role::Client,
+            None,
+        )
+        .await;
         // The gateway's own challenge is for a client that is not there: scopegate already challenged
         // its client. Wait for it so the connect frame is not sent too early.
         match tokio::time::timeout(Duration::from_secs(15), next_data(&mut ws)).await {
