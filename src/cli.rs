@@ -186,7 +186,7 @@ pub fn init_logging(
     // Writes go through a background thread so a slow terminal or pipe never stalls a request.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .buffered_lines_limit(64 * 1024)
+        .buffered_lines_limit(8 * 1024)
         .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

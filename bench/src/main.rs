@@ -5,7 +5,8 @@
 //! - `tokens`: ES256 JWTs for the "full work" and "first sight" modes;
 //! - `sse`: time from the upstream writing an event to this client reading it;
 //! - `ws-throughput`: echo round trips of small messages over many WebSockets;
-//! - `ws-idle`: opens N WebSockets and holds them, for memory per idle socket.
+//! - `ws-idle`: opens N WebSockets and holds them, for memory per idle socket;
+//! - `soak`: mixed allowed/denied/SSE/WebSocket traffic at a fixed rate, every answer checked.
 //!
 //! `bench/run.sh` drives these together with wrk, oha and nginx; see BENCHMARKS.md.
 
@@ -26,6 +27,8 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
+
+mod soak;
 
 #[derive(Parser)]
 struct Cli {
@@ -61,6 +64,9 @@ enum Cmd {
         audience: String,
         #[arg(long)]
         out: PathBuf,
+        /// Space-separated scopes for every token.
+        #[arg(long, default_value = "operator.read operator.write")]
+        scope: String,
     },
     /// SSE delivery latency: upstream write → client read.
     Sse {
@@ -86,6 +92,24 @@ enum Cmd {
         connections: usize,
         #[arg(long = "header")]
         headers: Vec<String>,
+    },
+    /// Mixed allowed/denied/SSE/WebSocket traffic at a fixed rate for `seconds`; every response is
+    /// checked against the status its kind must get. Prints a JSON summary; exits 1 on any surprise.
+    Soak {
+        /// scopegate's base URL, e.g. http://127.0.0.1:18190
+        #[arg(long)]
+        url: String,
+        /// A token with operator.read only.
+        #[arg(long)]
+        reader: String,
+        /// A token with operator.write.
+        #[arg(long)]
+        writer: String,
+        #[arg(long, default_value_t = 180)]
+        seconds: u64,
+        /// Operations started per second (each is one request, one SSE stream or one WebSocket).
+        #[arg(long, default_value_t = 400)]
+        rate: u64,
     },
     /// Opens `count` WebSockets, prints a JSON line when all are open, holds them until stdin closes.
     WsIdle {
@@ -126,7 +150,8 @@ fn main() {
             issuer,
             audience,
             out,
-        } => tokens(&key, count, &issuer, &audience, &out),
+            scope,
+        } => tokens(&key, count, &issuer, &audience, &out, &scope),
         Cmd::Keys { dir } => keys(&dir),
         other => {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -153,6 +178,17 @@ fn main() {
                         count,
                         headers,
                     } => ws_idle(&url, count, &headers).await,
+                    Cmd::Soak {
+                        url,
+                        reader,
+                        writer,
+                        seconds,
+                        rate,
+                    } => {
+                        if !soak::run(&url, &reader, &writer, seconds, rate).await {
+                            std::process::exit(1);
+                        }
+                    }
                     _ => unreachable!(),
                 }
             });
@@ -291,7 +327,7 @@ fn keys(dir: &std::path::Path) {
     .unwrap();
 }
 
-fn tokens(key: &PathBuf, count: usize, issuer: &str, audience: &str, out: &PathBuf) {
+fn tokens(key: &PathBuf, count: usize, issuer: &str, audience: &str, out: &PathBuf, scope: &str) {
     let pem = std::fs::read(key).expect("read key");
     let alg = scopegate::config::JwtAlgorithm::ES256;
     let k = scopegate::tokens::encoding_key(alg, &pem).expect("ES256 key");
@@ -301,7 +337,7 @@ fn tokens(key: &PathBuf, count: usize, issuer: &str, audience: &str, out: &PathB
             issuer: issuer.into(),
             audience: audience.into(),
             subject: format!("user-{i}"),
-            scopes: vec!["operator.read".into(), "operator.write".into()],
+            scopes: scope.split_whitespace().map(String::from).collect(),
             groups: vec![],
             ttl: Duration::from_secs(4 * 3600),
             kid: Some("bench".into()),
