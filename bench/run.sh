@@ -206,6 +206,13 @@ done
 log "websocket throughput done"
 
 # --- memory with many idle WebSockets (fresh instance) --------------------------------------------
+# Each proxied WebSocket holds two descriptors in scopegate (client and upstream side); a container
+# whose hard limit cannot be raised caps how many fit.
+fd_cap=$(( ($(ulimit -n) - 256) / 2 ))
+if [ "$WS_IDLE" -gt "$fd_cap" ]; then
+  log "open-file limit $(ulimit -n) allows $fd_cap proxied WebSockets, not $WS_IDLE: measuring $fd_cap"
+  WS_IDLE=$fd_cap
+fi
 start_sg sg_ws; wait_port 18184
 before=$(rss_kib "$PID_sg_ws")
 coproc IDLE { "$SB" ws-idle --url "ws://127.0.0.1:18184/ws" --count "$WS_IDLE" --header "Authorization: Bearer $TOKEN"; }
