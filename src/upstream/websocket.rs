@@ -322,6 +322,10 @@ async fn relay_tcp(
     if !upstream_early.is_empty() && client.write_all(&upstream_early).await.is_err() {
         return RelayEnd::Error;
     }
+    // Even when empty, these share hyper's read buffers (kilobytes each); holding them for the life of
+    // an idle socket would cost more than the socket itself.
+    drop(client_early);
+    drop(upstream_early);
     let (c, u) = (&client, &upstream);
     let mut up = Direction::default();
     let mut down = Direction::default();
