@@ -38,6 +38,11 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabels {
+    pub transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
@@ -50,6 +55,9 @@ pub struct Metrics {
     pub upstream_duration: Family<RouteLabels, Histogram>,
     pub active_connections: Gauge,
     pub active_websockets: Gauge,
+    /// Which relay carried a WebSocket: `tcp` (both sockets taken back from hyper, no buffers) or
+    /// `stream` (TLS or unix sockets, a small-buffer copy); a drop in `tcp` is a memory regression.
+    pub websocket_relays: Family<TransportLabels, Counter>,
     pub upstream_errors: Family<KindLabels, Counter>,
     pub jwks_fetches: Family<OutcomeLabels, Counter>,
     pub token_cache_hits: Counter,
@@ -77,6 +85,7 @@ impl Metrics {
             Family::<RouteLabels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
         let active_connections = Gauge::<i64, AtomicI64>::default();
         let active_websockets = Gauge::<i64, AtomicI64>::default();
+        let websocket_relays = Family::<TransportLabels, Counter>::default();
         let upstream_errors = Family::<KindLabels, Counter>::default();
         let jwks_fetches = Family::<OutcomeLabels, Counter>::default();
         let token_cache_hits = Counter::default();
@@ -111,6 +120,11 @@ impl Metrics {
             "active_websockets",
             "Open relayed WebSockets",
             active_websockets.clone(),
+        );
+        registry.register(
+            "websocket_relays",
+            "Relayed WebSockets by relay transport (tcp: zero-buffer readiness relay)",
+            websocket_relays.clone(),
         );
         registry.register(
             "upstream_errors",
@@ -161,6 +175,7 @@ impl Metrics {
             upstream_duration,
             active_connections,
             active_websockets,
+            websocket_relays,
             upstream_errors,
             jwks_fetches,
             token_cache_hits,

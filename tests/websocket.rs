@@ -151,3 +151,41 @@ async fn many_messages_both_ways_keep_order() {
     }
     let _ = writer.await;
 }
+
+/// The relay for plain TCP on both sides holds no buffer per socket; it is only taken when both
+/// sockets can be recovered from hyper. A WebSocket through the pooled `http://` upstream must take it
+/// (it once silently fell back to the buffered copy, costing ~8 KiB per idle socket).
+#[tokio::test]
+async fn plain_tcp_websockets_use_the_zero_buffer_relay() {
+    let up = Upstream::start().await;
+    let child = support::proxy::ChildProxy::start(&config(&up.url()).replace(
+        "workers = 2\n",
+        "workers = 2\nadmin_listen = \"127.0.0.1:0\"\n",
+    ));
+    let admin = format!("http://{}", child.admin.expect("admin address"));
+    for round in 0..2 {
+        let mut ws = ws_connect(&format!("ws://{}/ws", child.addr), &[AUTH])
+            .await
+            .unwrap();
+        let text = format!("round {round}");
+        ws.send(Message::text(text.clone())).await.unwrap();
+        assert_eq!(next(&mut ws).await, Message::text(text));
+    }
+    let metrics = support::client::get(&format!("{admin}/metrics"), &[])
+        .await
+        .text();
+    let count = |transport: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "scopegate_websocket_relays_total{{transport=\"{transport}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(count("tcp"), 2.0, "{metrics}");
+    assert_eq!(count("stream"), 0.0, "{metrics}");
+}

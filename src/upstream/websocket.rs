@@ -56,9 +56,14 @@ fn client_side(up: Upgraded) -> Side {
     }
 }
 
-/// The same for the upstream side of the hyper client.
+/// The same for the upstream side: a connection of the plain-HTTP pool (`upstream::pool`) or of the
+/// general client (TLS or HTTP/2 upstreams).
 fn upstream_side(up: Upgraded) -> Side {
     type Io = hyper_rustls::MaybeHttpsStream<TokioIo<TcpStream>>;
+    let up = match up.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => return Side::Tcp(parts.io.into_inner(), parts.read_buf),
+        Err(up) => up,
+    };
     match up.downcast::<Io>() {
         Ok(parts) => match parts.io {
             hyper_rustls::MaybeHttpsStream::Http(tcp) => {
@@ -136,10 +141,21 @@ pub async fn relay(
     let _gauge = crate::metrics::GaugeGuard::websocket();
     match (client_side(client), upstream_side(upstream)) {
         (Side::Tcp(c, c_buf), Side::Tcp(u, u_buf)) => {
+            count_relay("tcp");
             relay_tcp(c, c_buf, u, u_buf, idle, stop).await
         }
-        (c, u) => relay_generic(c.into_rw(), u.into_rw(), idle, stop).await,
+        (c, u) => {
+            count_relay("stream");
+            relay_generic(c.into_rw(), u.into_rw(), idle, stop).await
+        }
     }
+}
+
+fn count_relay(transport: &'static str) {
+    crate::metrics::get()
+        .websocket_relays
+        .get_or_create(&crate::metrics::TransportLabels { transport })
+        .inc();
 }
 
 /// A small-buffer copy both ways, for transports that cannot be taken apart.
