@@ -367,11 +367,15 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Bearer<'_>, Refusal> {
         .with_invalid_request());
     }
     let token = raw[scheme_end..].trim_ascii();
-    // A header value is already visible ASCII; a token also has no inner whitespace. JWTs get their
-    // strict character check in the pre-parser, API tokens by their digest.
-    let valid = !token.is_empty() && !token.contains(&b' ') && !token.contains(&b'\t');
+    // Every token syntax we accept (RFC 6750 b64token, JWT, API tokens) is visible ASCII with no
+    // whitespace; one branch-free pass (it vectorises) rejects anything else, including obs-text, so
+    // the UTF-8 conversion below cannot fail for a token that passed. JWTs get their strict character
+    // check in the pre-parser, API tokens by their digest.
+    let visible = token
+        .iter()
+        .fold(true, |ok, &b| ok & (b.wrapping_sub(0x21) < 0x5e));
     match std::str::from_utf8(token) {
-        Ok(t) if valid => Ok(Bearer::Token(t)),
+        Ok(t) if visible && !token.is_empty() => Ok(Bearer::Token(t)),
         _ => Err(Refusal::unauthorized(
             "malformed_authorization",
             "the Bearer credential is empty or has characters a token cannot have",
@@ -414,6 +418,15 @@ mod tests {
             bearer_token(&h).err().unwrap().code,
             "malformed_authorization"
         );
+        // Inner whitespace and non-ASCII bytes (obs-text) are not token characters.
+        for bad in [&b"Bearer a b"[..], b"Bearer a\tb", b"Bearer a\xc3\xa9b"] {
+            h.insert("authorization", HeaderValue::from_bytes(bad).unwrap());
+            assert_eq!(
+                bearer_token(&h).err().unwrap().code,
+                "malformed_authorization",
+                "{bad:?}"
+            );
+        }
         h.insert("authorization", HeaderValue::from_static("Bearer a"));
         h.append("authorization", HeaderValue::from_static("Bearer b"));
         let e = bearer_token(&h).err().unwrap();
