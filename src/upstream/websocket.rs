@@ -342,46 +342,305 @@ async fn relay_tcp(
     // an idle socket would cost more than the socket itself.
     drop(client_early);
     drop(upstream_early);
-    let (c, u) = (&client, &upstream);
-    let mut up = Direction::default();
-    let mut down = Direction::default();
-    let mut last = Instant::now();
+    let mut relay = TcpRelay {
+        client,
+        upstream,
+        up: Direction::default(),
+        down: Direction::default(),
+        idle,
+        last: Instant::now(),
+    };
     let sleep = tokio::time::sleep(idle);
-    tokio::pin!(sleep);
-    loop {
-        if up.done && down.done && up.pending.is_none() && down.pending.is_none() {
-            return RelayEnd::Closed;
+    let cancelled = stop.cancelled();
+    tokio::pin!(sleep, cancelled);
+    std::future::poll_fn(|cx| relay.poll(cx, sleep.as_mut(), cancelled.as_mut())).await
+}
+
+/// The state of a readiness relay between two TCP sockets.
+///
+/// It waits through each socket's own read and write readiness slots (`poll_read_ready`,
+/// `poll_write_ready`): the client's read slot serves the upward direction and its write slot the
+/// downward one, and the reverse for the upstream, so one task can wait on all four without the
+/// waiter list (a lock and a node per wait) that `readable()`/`writable()` futures use.
+struct TcpRelay {
+    client: TcpStream,
+    upstream: TcpStream,
+    /// Client to upstream.
+    up: Direction,
+    /// Upstream to client.
+    down: Direction,
+    idle: Duration,
+    last: Instant,
+}
+
+/// Rounds of progress before the relay yields to other tasks on its worker.
+const ROUNDS_PER_POLL: usize = 16;
+
+impl TcpRelay {
+    fn poll(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        mut sleep: std::pin::Pin<&mut tokio::time::Sleep>,
+        cancelled: std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+    ) -> std::task::Poll<RelayEnd> {
+        use std::future::Future;
+        use std::task::Poll;
+        if cancelled.poll(cx).is_ready() {
+            return Poll::Ready(RelayEnd::Shutdown);
         }
-        let step: io::Result<bool> = tokio::select! {
-            r = c.readable(), if up.pending.is_none() && !up.done => match r {
-                Ok(()) => pump(c, u, &mut up),
-                Err(e) => Err(e),
-            },
-            r = u.writable(), if up.pending.is_some() => match r {
-                Ok(()) => flush(u, &mut up).map(|_| true),
-                Err(e) => Err(e),
-            },
-            r = u.readable(), if down.pending.is_none() && !down.done => match r {
-                Ok(()) => pump(u, c, &mut down),
-                Err(e) => Err(e),
-            },
-            r = c.writable(), if down.pending.is_some() => match r {
-                Ok(()) => flush(c, &mut down).map(|_| true),
-                Err(e) => Err(e),
-            },
-            _ = &mut sleep => {
-                if last.elapsed() >= idle {
-                    return RelayEnd::Idle;
-                }
-                sleep.as_mut().reset(last + idle);
-                Ok(false)
+        for _ in 0..ROUNDS_PER_POLL {
+            if self.up.finished() && self.down.finished() {
+                return Poll::Ready(RelayEnd::Closed);
             }
-            _ = stop.cancelled() => return RelayEnd::Shutdown,
-        };
-        match step {
-            Ok(true) => last = Instant::now(),
-            Ok(false) => {}
-            Err(_) => return RelayEnd::Error,
+            let up = step(cx, &self.client, &self.upstream, &mut self.up);
+            let down = step(cx, &self.upstream, &self.client, &mut self.down);
+            match (up, down) {
+                (Err(_), _) | (_, Err(_)) => return Poll::Ready(RelayEnd::Error),
+                (Ok(false), Ok(false)) => {
+                    // Both directions wait on readiness; the idle timer decides how long.
+                    loop {
+                        if sleep.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        if self.last.elapsed() >= self.idle {
+                            return Poll::Ready(RelayEnd::Idle);
+                        }
+                        sleep.as_mut().reset(self.last + self.idle);
+                    }
+                }
+                _ => self.last = Instant::now(),
+            }
         }
+        // Still busy: let the worker's other tasks run, then carry on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl Direction {
+    fn finished(&self) -> bool {
+        self.done && self.pending.is_none()
+    }
+}
+
+/// Moves one direction forward if its socket is ready. Returns whether it made progress; when it did
+/// not, the readiness slot it waits on holds the task's waker (a `try_` call that would block clears
+/// the readiness, so polling again either registers the waker or finds new readiness).
+fn step(
+    cx: &mut std::task::Context<'_>,
+    src: &TcpStream,
+    dst: &TcpStream,
+    dir: &mut Direction,
+) -> io::Result<bool> {
+    use std::task::Poll;
+    loop {
+        if let Some((_, off)) = &dir.pending {
+            let before = *off;
+            match dst.poll_write_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    flush(dst, dir)?;
+                    if dir.pending.as_ref().is_none_or(|(_, off)| *off != before) {
+                        return Ok(true);
+                    }
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(false),
+            }
+        } else if dir.done {
+            return Ok(false);
+        } else {
+            match src.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    if pump(src, dst, dir)? || dir.done {
+                        return Ok(true);
+                    }
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(false),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// A connected pair of real loopback sockets: (the test's end, the relay's end).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (outer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (outer.unwrap(), accepted.unwrap().0)
+    }
+
+    struct Harness {
+        client: TcpStream,
+        upstream: TcpStream,
+        stop: CancellationToken,
+        relay: tokio::task::JoinHandle<RelayEnd>,
+    }
+
+    async fn start(client_early: &'static [u8], idle: Duration) -> Harness {
+        let (client, c_inner) = pair().await;
+        let (upstream, u_inner) = pair().await;
+        let stop = CancellationToken::new();
+        let relay = tokio::spawn(relay_tcp(
+            c_inner,
+            Bytes::from_static(client_early),
+            u_inner,
+            Bytes::new(),
+            idle,
+            stop.clone(),
+        ));
+        Harness {
+            client,
+            upstream,
+            stop,
+            relay,
+        }
+    }
+
+    async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .unwrap_or_else(|_| panic!("timed out: {what}"))
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn early_bytes_come_first_then_both_directions_flow() {
+        let mut h = start(b"early:", Duration::from_secs(30)).await;
+        h.client.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 10];
+        within("upstream read", h.upstream.read_exact(&mut got))
+            .await
+            .unwrap();
+        assert_eq!(&got, b"early:ping");
+        h.upstream.write_all(b"pong").await.unwrap();
+        let mut back = [0u8; 4];
+        within("client read", h.client.read_exact(&mut back))
+            .await
+            .unwrap();
+        assert_eq!(&back, b"pong");
+        drop(h.client);
+        drop(h.upstream);
+        assert_eq!(
+            within("relay end", h.relay).await.unwrap(),
+            RelayEnd::Closed
+        );
+    }
+
+    /// Reads in small bites, yielding between them, so that a fast writer outruns it.
+    async fn slow_read_to_end(mut r: tokio::net::tcp::OwnedReadHalf) -> Vec<u8> {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match r.read(&mut buf).await.unwrap() {
+                0 => return all,
+                n => all.extend_from_slice(&buf[..n]),
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// 8 MiB each way to readers slower than the writers: the relay has to park data it could not
+    /// write (the pending path) and resume on write readiness, without losing or reordering a byte.
+    #[tokio::test]
+    async fn bulk_transfer_both_ways_to_slow_readers_keeps_every_byte() {
+        const LEN: usize = 8 << 20;
+        let h = start(b"", Duration::from_secs(30)).await;
+        let (c_read, mut c_write) = h.client.into_split();
+        let (u_read, mut u_write) = h.upstream.into_split();
+        let up_data = pattern(LEN, 7);
+        let down_data = pattern(LEN, 99);
+        let (up_copy, down_copy) = (up_data.clone(), down_data.clone());
+        let send_up = tokio::spawn(async move {
+            c_write.write_all(&up_copy).await.unwrap();
+            c_write.shutdown().await.unwrap();
+        });
+        let send_down = tokio::spawn(async move {
+            u_write.write_all(&down_copy).await.unwrap();
+            u_write.shutdown().await.unwrap();
+        });
+        // Readers much slower than writers: socket buffers fill up on both sides of the relay.
+        let recv_up = tokio::spawn(slow_read_to_end(u_read));
+        let recv_down = tokio::spawn(slow_read_to_end(c_read));
+        within("senders", async {
+            send_up.await.unwrap();
+            send_down.await.unwrap();
+        })
+        .await;
+        let (got_up, got_down) = within("receivers", async {
+            (recv_up.await.unwrap(), recv_down.await.unwrap())
+        })
+        .await;
+        assert!(got_up == up_data, "upward stream differs");
+        assert!(got_down == down_data, "downward stream differs");
+        assert_eq!(
+            within("relay end", h.relay).await.unwrap(),
+            RelayEnd::Closed
+        );
+    }
+
+    /// A half-close travels: the client stops sending, the upstream sees end-of-stream and can still
+    /// answer.
+    #[tokio::test]
+    async fn half_close_is_passed_on_and_the_other_direction_keeps_going() {
+        let mut h = start(b"", Duration::from_secs(30)).await;
+        h.client.write_all(b"last words").await.unwrap();
+        h.client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        within("upstream sees EOF", h.upstream.read_to_end(&mut got))
+            .await
+            .unwrap();
+        assert_eq!(got, b"last words");
+        h.upstream.write_all(b"reply after EOF").await.unwrap();
+        h.upstream.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        within("client reads the reply", h.client.read_to_end(&mut back))
+            .await
+            .unwrap();
+        assert_eq!(back, b"reply after EOF");
+        assert_eq!(
+            within("relay end", h.relay).await.unwrap(),
+            RelayEnd::Closed
+        );
+    }
+
+    #[tokio::test]
+    async fn an_idle_relay_ends_and_traffic_postpones_the_end() {
+        let mut h = start(b"", Duration::from_secs(1)).await;
+        // Traffic every 200 ms for 2 s keeps it open for twice its idle limit...
+        for i in 0..10u8 {
+            h.client.write_all(&[i]).await.unwrap();
+            let mut b = [0u8; 1];
+            within("echo", h.upstream.read_exact(&mut b)).await.unwrap();
+            assert_eq!(b[0], i);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(!h.relay.is_finished(), "ended while traffic flowed");
+        }
+        // ...and silence ends it.
+        assert_eq!(within("relay end", h.relay).await.unwrap(), RelayEnd::Idle);
+        let mut rest = Vec::new();
+        let _ = within("client closed", h.client.read_to_end(&mut rest)).await;
+        assert!(rest.is_empty());
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_a_quiet_relay() {
+        let h = start(b"", Duration::from_secs(30)).await;
+        h.stop.cancel();
+        assert_eq!(
+            within("relay end", h.relay).await.unwrap(),
+            RelayEnd::Shutdown
+        );
     }
 }
