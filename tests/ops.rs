@@ -16,6 +16,7 @@ use support::pki::{peer_common_name, Pki};
 use support::proxy::{self, base, ChildProxy};
 use support::upstream::Upstream;
 use support::within;
+use support::{metric, metrics};
 
 fn api_config(upstream: &str, extra: &str) -> String {
     format!(
@@ -205,29 +206,6 @@ async fn a_broken_reload_keeps_the_old_policy_and_a_good_one_applies_to_the_next
         &bytes::Bytes::from_static(b"data: still here\n\n")
     );
     up.end_sse();
-}
-
-/// Parses Prometheus text into `(name{labels}, value)` pairs.
-fn metrics(text: &str) -> Vec<(String, f64)> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-fn metric(all: &[(String, f64)], name: &str, labels: &[(&str, &str)]) -> f64 {
-    all.iter()
-        .filter(|(k, _)| {
-            k.starts_with(&format!("{name}{{"))
-                && labels
-                    .iter()
-                    .all(|(lk, lv)| k.contains(&format!("{lk}=\"{lv}\"")))
-        })
-        .map(|(_, v)| v)
-        .sum()
 }
 
 #[tokio::test]

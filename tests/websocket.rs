@@ -171,21 +171,17 @@ async fn plain_tcp_websockets_use_the_zero_buffer_relay() {
         ws.send(Message::text(text.clone())).await.unwrap();
         assert_eq!(next(&mut ws).await, Message::text(text));
     }
-    let metrics = support::client::get(&format!("{admin}/metrics"), &[])
+    let text = support::client::get(&format!("{admin}/metrics"), &[])
         .await
         .text();
-    let count = |transport: &str| {
-        metrics
-            .lines()
-            .find(|l| {
-                l.starts_with(&format!(
-                    "scopegate_websocket_relays_total{{transport=\"{transport}\"}}"
-                ))
-            })
-            .and_then(|l| l.rsplit_once(' '))
-            .and_then(|(_, v)| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
+    let all = support::metrics(&text);
+    let count = |transport| {
+        support::metric(
+            &all,
+            "scopegate_websocket_relays_total",
+            &[("transport", transport)],
+        )
     };
-    assert_eq!(count("tcp"), 2.0, "{metrics}");
-    assert_eq!(count("stream"), 0.0, "{metrics}");
+    assert_eq!(count("tcp"), 2.0, "{text}");
+    assert_eq!(count("stream"), 0.0, "{text}");
 }

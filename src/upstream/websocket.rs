@@ -509,6 +509,11 @@ mod tests {
             .unwrap_or_else(|_| panic!("timed out: {what}"))
     }
 
+    /// How the relay task ended (bounded like every other wait).
+    async fn end(relay: tokio::task::JoinHandle<RelayEnd>) -> RelayEnd {
+        within("relay end", relay).await.expect("relay task")
+    }
+
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
         (0..len)
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -532,10 +537,7 @@ mod tests {
         assert_eq!(&back, b"pong");
         drop(h.client);
         drop(h.upstream);
-        assert_eq!(
-            within("relay end", h.relay).await.unwrap(),
-            RelayEnd::Closed
-        );
+        assert_eq!(end(h.relay).await, RelayEnd::Closed);
     }
 
     /// Reads in small bites, yielding between them, so that a fast writer outruns it.
@@ -584,10 +586,7 @@ mod tests {
         .await;
         assert!(got_up == up_data, "upward stream differs");
         assert!(got_down == down_data, "downward stream differs");
-        assert_eq!(
-            within("relay end", h.relay).await.unwrap(),
-            RelayEnd::Closed
-        );
+        assert_eq!(end(h.relay).await, RelayEnd::Closed);
     }
 
     /// A half-close travels: the client stops sending, the upstream sees end-of-stream and can still
@@ -609,10 +608,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(back, b"reply after EOF");
-        assert_eq!(
-            within("relay end", h.relay).await.unwrap(),
-            RelayEnd::Closed
-        );
+        assert_eq!(end(h.relay).await, RelayEnd::Closed);
     }
 
     #[tokio::test]
@@ -628,7 +624,7 @@ mod tests {
             assert!(!h.relay.is_finished(), "ended while traffic flowed");
         }
         // ...and silence ends it.
-        assert_eq!(within("relay end", h.relay).await.unwrap(), RelayEnd::Idle);
+        assert_eq!(end(h.relay).await, RelayEnd::Idle);
         let mut rest = Vec::new();
         let _ = within("client closed", h.client.read_to_end(&mut rest)).await;
         assert!(rest.is_empty());
@@ -638,9 +634,6 @@ mod tests {
     async fn shutdown_ends_a_quiet_relay() {
         let h = start(b"", Duration::from_secs(30)).await;
         h.stop.cancel();
-        assert_eq!(
-            within("relay end", h.relay).await.unwrap(),
-            RelayEnd::Shutdown
-        );
+        assert_eq!(end(h.relay).await, RelayEnd::Shutdown);
     }
 }

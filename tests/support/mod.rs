@@ -36,3 +36,27 @@ pub fn logs() {
         .with_test_writer()
         .try_init();
 }
+
+/// Parses Prometheus text into `(name{labels}, value)` pairs.
+pub fn metrics(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The sum of the samples of `name` whose labels include every pair in `labels` (0 when none).
+pub fn metric(all: &[(String, f64)], name: &str, labels: &[(&str, &str)]) -> f64 {
+    all.iter()
+        .filter(|(k, _)| {
+            k.starts_with(&format!("{name}{{"))
+                && labels
+                    .iter()
+                    .all(|(lk, lv)| k.contains(&format!("{lk}=\"{lv}\"")))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
