@@ -131,6 +131,49 @@ async fn forwarding_headers_are_set_not_appended() {
     assert_eq!(seen.header("host"), Some(up.addr.to_string()));
 }
 
+/// Every kind of response read to its end leaves the upstream connection reusable: one client
+/// connection's requests, of all shapes, travel on one upstream connection.
+#[tokio::test]
+async fn completed_responses_of_every_shape_reuse_one_upstream_connection() {
+    let up = Upstream::start().await;
+    let p = proxy::start(&open_config(&up.url(), ""));
+    let c = client::http1();
+    let upload = Bytes::from(vec![7u8; 256 * 1024]);
+    let cases: [(&str, &str, Bytes, u16, usize); 6] = [
+        ("GET", "/plain", Bytes::new(), 200, 0),
+        ("POST", "/upload", upload.clone(), 200, 0),
+        ("HEAD", "/plain", Bytes::new(), 200, 0),
+        ("GET", "/status/204", Bytes::new(), 204, 0),
+        ("GET", "/download?bytes=300000", Bytes::new(), 200, 300_000),
+        ("GET", "/status/404", Bytes::new(), 404, 10),
+    ];
+    for round in 0..3 {
+        for (method, path, body, status, len) in &cases {
+            let req = Request::builder()
+                .method(*method)
+                .uri(format!("{}{path}", p.url()))
+                .header(AUTH.0, AUTH.1)
+                .body(client::body(body.clone()))
+                .unwrap();
+            let resp = within(30, path, c.request(req)).await.unwrap();
+            let got = within(30, "body", client::collect(resp)).await;
+            assert_eq!(got.status, *status, "{method} {path}: {}", got.text());
+            if *len > 0 {
+                assert_eq!(got.body.len(), *len, "{method} {path}");
+            }
+            if *method == "POST" {
+                assert_eq!(up.last().body_len, upload.len() as u64);
+            }
+        }
+        assert_eq!(
+            up.connections(),
+            1,
+            "round {round}: every response was complete, so the first upstream connection serves all"
+        );
+    }
+    assert_eq!(up.count(), 3 * cases.len());
+}
+
 /// RSS of a child scopegate while 50 MiB stream through it each way stays far below 50 MiB.
 #[tokio::test]
 async fn fifty_mib_upload_and_download_stream_with_flat_memory() {

@@ -59,6 +59,8 @@ struct State {
     seen: Mutex<Vec<Seen>>,
     sse: Mutex<Option<mpsc::Sender<Bytes>>>,
     sse_opened: Notify,
+    /// TCP connections accepted so far (tells pooled reuse from a connection per request).
+    connections: std::sync::atomic::AtomicUsize,
 }
 
 pub struct Upstream {
@@ -109,6 +111,8 @@ impl Upstream {
                     _ = stop_rx.changed() => return,
                 };
                 let Ok((stream, _)) = accepted else { continue };
+                st.connections
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let st = st.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
@@ -146,6 +150,13 @@ impl Upstream {
     /// Every request seen so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().unwrap().clone()
+    }
+
+    /// How many TCP connections the upstream accepted.
+    pub fn connections(&self) -> usize {
+        self.state
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn count(&self) -> usize {
