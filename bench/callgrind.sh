@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. "$ROOT/bench/lib.sh"
 for tool in valgrind callgrind_control wrk nginx curl; do
   command -v "$tool" >/dev/null || { echo "callgrind.sh needs $tool" >&2; exit 1; }
 done
@@ -28,26 +29,7 @@ trap cleanup EXIT
 "$SB" tokens --key "$WORK/idp-es256.pem" --count 1 --issuer https://idp.bench --audience openclaw --out "$WORK/token.txt"
 TOKEN=$(cat "$WORK/token.txt")
 UP=127.0.0.1:18280
-cat > "$WORK/sg.toml" <<EOT
-[server]
-listen = "127.0.0.1:18281"
-workers = 1
-[upstream]
-url = "http://$UP"
-profile = "openclaw"
-[jwt]
-issuer = "https://idp.bench"
-audience = "openclaw"
-[[jwt.keys]]
-kid = "bench"
-algorithm = "ES256"
-jwk_file = "idp-es256.jwk"
-[assertion]
-key_file = "assertion-ed25519.pem"
-[log]
-level = "warn"
-audit = false
-EOT
+SG_LISTEN=127.0.0.1:18281 SG_UPSTREAM=$UP SG_WORKERS=1 sg_config "$WORK/sg.toml"
 cat > "$WORK/nginx.conf" <<EOT
 worker_processes 1;
 master_process off;

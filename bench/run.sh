@@ -16,6 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. "$ROOT/bench/lib.sh"
 ROUNDS=${ROUNDS:-5}
 DUR=${DUR:-10}
 WORKERS=${WORKERS:-2}
@@ -62,35 +63,14 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 TOKEN=$(cat "$WORK/token.txt")
 
 UP=127.0.0.1:18180
-sg_config() { # name port cache_size reuse
-  cat > "$WORK/$1.toml" <<EOF
-[server]
-listen = "127.0.0.1:$2"
-workers = $WORKERS
-max_connections = 65536
-[upstream]
-url = "http://$UP"
-profile = "openclaw"
-[jwt]
-issuer = "https://idp.bench"
-audience = "openclaw"
-cache_size = $3
-[[jwt.keys]]
-kid = "bench"
-algorithm = "ES256"
-jwk_file = "idp-es256.jwk"
-[assertion]
-key_file = "assertion-ed25519.pem"
-reuse = "$4"
-[log]
-level = "warn"
-audit = false
-EOF
+sg_config_for() { # name port cache_size reuse
+  SG_LISTEN=127.0.0.1:$2 SG_UPSTREAM=$UP SG_WORKERS=$WORKERS SG_MAX_CONN=65536 SG_CACHE=$3 SG_REUSE=$4 \
+    sg_config "$WORK/$1.toml"
 }
-sg_config sg_full 18181 100000 1s
-sg_config sg_fresh 18185 100000 0s
-sg_config sg_first 18183 0 1s
-sg_config sg_ws 18184 100000 1s
+sg_config_for sg_full 18181 100000 1s
+sg_config_for sg_fresh 18185 100000 0s
+sg_config_for sg_first 18183 0 1s
+sg_config_for sg_ws 18184 100000 1s
 
 cat > "$WORK/nginx.conf" <<EOF
 worker_processes $WORKERS;

@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. "$ROOT/bench/lib.sh"
 DURATION=${DURATION:-180}
 RATE=${RATE:-400}
 WARMUP=${WARMUP:-15}
@@ -33,28 +34,8 @@ ulimit -n 65536 2>/dev/null || true
 "$SB" tokens --key "$WORK/idp-es256.pem" --count 1 --issuer https://idp.soak --audience openclaw --out "$WORK/writer.txt" --scope "operator.read operator.write"
 
 UP=127.0.0.1:18280
-cat > "$WORK/scopegate.toml" <<TOML
-[server]
-listen = "127.0.0.1:18281"
-admin_listen = "127.0.0.1:18289"
-workers = 2
-[upstream]
-url = "http://$UP"
-profile = "openclaw"
-pool_idle_timeout = "3s"
-[jwt]
-issuer = "https://idp.soak"
-audience = "openclaw"
-[[jwt.keys]]
-kid = "bench"
-algorithm = "ES256"
-jwk_file = "idp-es256.jwk"
-[assertion]
-key_file = "assertion-ed25519.pem"
-[log]
-level = "warn"
-audit = false
-TOML
+SG_LISTEN=127.0.0.1:18281 SG_ADMIN=127.0.0.1:18289 SG_UPSTREAM=$UP SG_ISSUER=https://idp.soak \
+  SG_POOL_IDLE=3s sg_config "$WORK/scopegate.toml"
 
 "$SB" upstream --listen $UP --body-bytes 1024 --threads 1 2>/dev/null & PIDS+=($!)
 (cd "$WORK" && exec "$SG" --log-format json run --config "$WORK/scopegate.toml" 2>"$WORK/scopegate.log") & SGPID=$!; PIDS+=($SGPID)

@@ -1,0 +1,37 @@
+# Shared by bench/run.sh, bench/soak.sh and bench/callgrind.sh (sourced, not run).
+
+# sg_config FILE: writes the scopegate config every benchmark measures — the openclaw profile, ES256
+# JWT validation against idp-es256.jwk and an EdDSA assertion (both made by `sgbench keys` in the
+# config's directory) — so that the scripts compare the same work. Settings come from variables:
+#   SG_LISTEN (required), SG_UPSTREAM (required, host:port), SG_ISSUER (default https://idp.bench),
+#   SG_WORKERS (default 2); written only when set: SG_ADMIN (admin listener), SG_MAX_CONN,
+#   SG_CACHE (token cache size), SG_REUSE (assertion reuse), SG_POOL_IDLE (upstream pool idle timeout).
+sg_config() {
+  local file=$1
+  : "${SG_LISTEN:?sg_config needs SG_LISTEN}" "${SG_UPSTREAM:?sg_config needs SG_UPSTREAM}"
+  {
+    echo "[server]"
+    echo "listen = \"$SG_LISTEN\""
+    [ -n "${SG_ADMIN:-}" ] && echo "admin_listen = \"$SG_ADMIN\""
+    echo "workers = ${SG_WORKERS:-2}"
+    [ -n "${SG_MAX_CONN:-}" ] && echo "max_connections = $SG_MAX_CONN"
+    echo "[upstream]"
+    echo "url = \"http://$SG_UPSTREAM\""
+    echo "profile = \"openclaw\""
+    [ -n "${SG_POOL_IDLE:-}" ] && echo "pool_idle_timeout = \"$SG_POOL_IDLE\""
+    echo "[jwt]"
+    echo "issuer = \"${SG_ISSUER:-https://idp.bench}\""
+    echo "audience = \"openclaw\""
+    [ -n "${SG_CACHE:-}" ] && echo "cache_size = $SG_CACHE"
+    echo "[[jwt.keys]]"
+    echo "kid = \"bench\""
+    echo "algorithm = \"ES256\""
+    echo "jwk_file = \"idp-es256.jwk\""
+    echo "[assertion]"
+    echo "key_file = \"assertion-ed25519.pem\""
+    [ -n "${SG_REUSE:-}" ] && echo "reuse = \"$SG_REUSE\""
+    echo "[log]"
+    echo "level = \"warn\""
+    echo "audit = false"
+  } > "$file"
+}
