@@ -122,11 +122,18 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 emit "{\"kind\":\"memory\",\"what\":\"idle_rss_kib\",\"value\":$(rss_kib "$PID_sg_full")}"
 
 port_of() { case $1 in direct) echo 18180;; nginx) echo 18182;; sg_full) echo 18181;; sg_first) echo 18183;; sg_fresh) echo 18185;; esac; }
+# CPU a proxy spent (user and system, clock ticks from /proc/<pid>/stat, summed over its processes):
+# per request it is steadier than throughput on a shared machine, and says where the time went.
+CLK_TCK=$(getconf CLK_TCK)
+proxy_pids() { case $1 in nginx) pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ';; sg_full) echo "$PID_sg_full";; sg_fresh) echo "$PID_sg_fresh";; sg_first) echo "$PID_sg_first";; esac; }
+cpu_ticks() { local u=0 s=0 a b p; for p in "$@"; do read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat"); u=$((u + a)); s=$((s + b)); done; echo "$u $s"; }
 
 # --- throughput at fixed concurrency, interleaved ----------------------------------------------
 for r in $(seq 1 "$ROUNDS"); do
   for mode in direct nginx sg_full sg_fresh sg_first; do
     port=$(port_of $mode)
+    pids=$(proxy_pids $mode)
+    [ -n "$pids" ] && read -r u0 s0 < <(cpu_ticks $pids)
     if [ $mode = sg_first ]; then
       out=$(wrk -t2 -c"$CONC" -d"${DUR}s" -s "$WORK/first-sight.lua" "http://127.0.0.1:$port/v1/models" -- "$WORK/tokens.txt")
     else
@@ -146,6 +153,11 @@ for r in $(seq 1 "$ROUNDS"); do
     errs=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
     log "round $r $mode: $rps rps $errs"
     emit "{\"kind\":\"throughput\",\"mode\":\"$mode\",\"round\":$r,\"rps\":$rps,\"errors\":\"$errs\"}"
+    if [ -n "$pids" ]; then
+      read -r u1 s1 < <(cpu_ticks $pids)
+      n=$(echo "$out" | awk '/requests in/ {print $1}')
+      emit "{\"kind\":\"cpu\",\"mode\":\"$mode\",\"round\":$r,\"requests\":$n,\"user_ticks\":$((u1 - u0)),\"sys_ticks\":$((s1 - s0)),\"clk_tck\":$CLK_TCK}"
+    fi
   done
 done
 

@@ -52,6 +52,24 @@ def main():
         vn = s[0] / thr["nginx"][0] if thr["nginx"] else float("nan")
         out.append(f"| {names[m]} | {fmt(s)} | {vd:.2f}× | {vn:.2f}× |")
 
+    cpu = by("cpu")
+    if cpu:
+        out.append("\n### CPU per proxied request during the throughput runs (µs, user + system, all of the proxy's processes)\n")
+        out.append("| mode | user | system | total | total vs nginx |")
+        out.append("|---|---|---|---|---|")
+        per = lambda r, k: r[k] / r["clk_tck"] * 1e6 / r["requests"]
+        tot = {}
+        for m in ["nginx", "sg_full", "sg_fresh", "sg_first"]:
+            rs = [r for r in cpu if r["mode"] == m and r["requests"]]
+            if not rs:
+                continue
+            u = stats([per(r, "user_ticks") for r in rs])
+            s_ = stats([per(r, "sys_ticks") for r in rs])
+            t = stats([per(r, "user_ticks") + per(r, "sys_ticks") for r in rs])
+            tot[m] = t[0]
+            vs = f"{t[0] / tot['nginx']:.2f}×" if "nginx" in tot else "n/a"
+            out.append(f"| {names[m]} | {fmt(u, digits=1)} | {fmt(s_, digits=1)} | {fmt(t, digits=1)} | {vs} |")
+
     lat = {m: ([r["p50_us"] for r in by("latency") if r["mode"] == m], [r["p99_us"] for r in by("latency") if r["mode"] == m]) for m in ["direct", "nginx", "sg_full"]}
     if any(v[0] for v in lat.values()):
         out.append(f"\n### Latency at {rate} requests/s, concurrency {conc} (µs, oha with latency correction)\n")

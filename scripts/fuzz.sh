@@ -32,7 +32,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
 fi
 
 export RUSTC_BOOTSTRAP=1
-targets=(path_routes header_hygiene jwt_preparse config_parse ws_connect)
+targets=(path_routes header_hygiene jwt_preparse config_parse ws_connect upstream_response)
 [ -n "$only" ] && targets=("$only")
 
 echo "== building fuzz targets =="

@@ -163,3 +163,91 @@ pub fn ws_connect_frame(data: &[u8]) {
         assert!(frame["params"].is_object());
     }
 }
+
+/// An upstream response as scopegate's own client reads it: the first byte picks the request method
+/// (odd: `HEAD`) and how the rest is cut into reads; the rest is what the upstream sent before closing.
+/// Invariants: no panic; the outcome (head, body bytes, trailers, or an error) does not depend on how
+/// the bytes arrive; a body framed by length is exactly that long; a consumed head leaves the buffer
+/// holding only what followed it.
+pub fn upstream_response(data: &[u8]) {
+    let Some((&control, wire)) = data.split_first() else {
+        return;
+    };
+    let method = if control & 1 == 1 {
+        Method::HEAD
+    } else {
+        Method::GET
+    };
+    let step = usize::from(control >> 1).max(1);
+    let whole = read_response(&method, wire, wire.len().max(1));
+    let pieces = read_response(&method, wire, step);
+    assert_eq!(
+        whole, pieces,
+        "the outcome depends on how the bytes were split"
+    );
+}
+
+/// What reading `wire` (delivered `step` bytes per read, then EOF) produced, in comparable form.
+fn read_response(method: &Method, wire: &[u8], step: usize) -> String {
+    use crate::upstream::wire::codec::{parse_head, BodyDecoder, BodyEvent, Framing};
+    use bytes::BytesMut;
+    let mut buf = BytesMut::new();
+    let mut fed = 0;
+    let mut feed = |buf: &mut BytesMut| -> bool {
+        let end = (fed + step).min(wire.len());
+        buf.extend_from_slice(&wire[fed..end]);
+        let more = end > fed;
+        fed = end;
+        more
+    };
+    let head = loop {
+        match parse_head(&mut buf, method) {
+            Err(e) => return format!("head error: {e}"),
+            Ok(Some(head)) => break head,
+            Ok(None) => {
+                if !feed(&mut buf) {
+                    return "truncated head".into();
+                }
+            }
+        }
+    };
+    let mut out = format!(
+        "{} {:?} {:?} keep-alive={}\n",
+        head.response.status(),
+        head.response.headers(),
+        head.framing,
+        head.keep_alive
+    );
+    let mut decoder = BodyDecoder::new(head.framing);
+    let mut body = Vec::new();
+    let mut eof = false;
+    loop {
+        match decoder.decode(&mut buf, eof) {
+            Err(e) => {
+                out.push_str(&format!("body error: {e}"));
+                return out;
+            }
+            Ok(Some(BodyEvent::Data(d))) => {
+                assert!(!d.is_empty(), "an empty data frame");
+                body.extend_from_slice(&d);
+            }
+            Ok(Some(BodyEvent::Trailers(t))) => out.push_str(&format!("trailers {t:?}\n")),
+            Ok(Some(BodyEvent::End)) => break,
+            Ok(None) => {
+                assert!(!eof, "the decoder asked for more after EOF");
+                eof = !feed(&mut buf);
+            }
+        }
+    }
+    if let Framing::Length(n) = head.framing {
+        assert_eq!(
+            body.len() as u64,
+            n,
+            "a length-framed body of another length"
+        );
+    }
+    // What follows the response stays for the next one (the connection is then not reused).
+    while feed(&mut buf) {}
+    out.push_str(&format!("body {body:?}\nafter {:?}", &buf[..]));
+    out
+}

@@ -391,3 +391,88 @@ async fn sigterm_under_load_finishes_in_flight_requests() {
         "the listener must be closed after shutdown"
     );
 }
+
+/// An upstream that answers the first request on its first connection, then closes that connection
+/// when the second request arrives on it, without a byte of response (the keep-alive race: the
+/// upstream gave up on the connection just as the proxy reused it). Later connections answer every
+/// request. Returns the request lines seen, in order.
+async fn closes_reused_connection_once(
+) -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut index = 0;
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            let first_connection = index == 0;
+            index += 1;
+            let log = log.clone();
+            tokio::spawn(async move {
+                let (mut buf, mut chunk, mut served) = (Vec::new(), [0u8; 4096], 0);
+                loop {
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end);
+                    log.lock()
+                        .unwrap()
+                        .push(head.lines().next().unwrap_or("").to_string());
+                    if first_connection && served == 1 {
+                        return; // closes without answering
+                    }
+                    served += 1;
+                    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if s.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A request that met the close of a reused upstream connection before any response byte is sent
+/// again on a fresh connection when its method is idempotent, and refused (502), never repeated, when
+/// it is not: the upstream may have acted on it.
+#[tokio::test]
+async fn a_reused_connection_closing_is_retried_only_for_idempotent_requests() {
+    let key = TestKey::ed25519("idp");
+    for (method, path, expect_status, expect_sent) in [
+        ("GET", "/v1/models?again", 200, 2),
+        ("POST", "/v1/responses", 502, 1),
+    ] {
+        let (up, seen) = closes_reused_connection_once().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = jwt_proxy_config(&format!("http://{up}"), &key, dir.path(), "")
+            .replace("workers = 2\n", "workers = 1\n");
+        let p = proxy::start_in(dir, &cfg);
+        let auth = bearer(&key.token("writer", &["operator.read", "operator.write"]));
+        let headers = [("authorization", auth.as_str())];
+        let first = client::get(&format!("{}/v1/models", p.url()), &headers).await;
+        assert_eq!(first.status, 200, "{}", first.text());
+        let url = format!("{}{path}", p.url());
+        let got = within(20, method, client::send(method, &url, &headers, "")).await;
+        assert_eq!(got.status, expect_status, "{method}: {}", got.text());
+        let lines = seen.lock().unwrap().clone();
+        let sent = lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("{method} {path} ")))
+            .count();
+        assert_eq!(sent, expect_sent, "{method}: the upstream saw {lines:?}");
+        if expect_status == 502 {
+            assert_eq!(got.json()["error"]["reason_codes"][0], "upstream_reset");
+        }
+    }
+}

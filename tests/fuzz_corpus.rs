@@ -61,3 +61,11 @@ fn invariants_reject_what_they_should() {
     });
     assert!(ok.is_ok());
 }
+
+#[test]
+fn upstream_response_corpus() {
+    replay(
+        "upstream_response",
+        scopegate::properties::upstream_response,
+    );
+}

@@ -24,6 +24,8 @@ pub enum BodyError {
     Idle(Duration),
     TooLarge(u64),
     Upstream(hyper::Error),
+    /// The upstream response, read by scopegate's own client, broke off or broke the protocol.
+    Wire(crate::upstream::wire::WireError),
 }
 
 impl std::fmt::Display for BodyError {
@@ -32,6 +34,7 @@ impl std::fmt::Display for BodyError {
             BodyError::Idle(d) => write!(f, "no data for {d:?} (idle timeout)"),
             BodyError::TooLarge(max) => write!(f, "body exceeds {max} bytes"),
             BodyError::Upstream(e) => write!(f, "{e}"),
+            BodyError::Wire(e) => write!(f, "{e}"),
         }
     }
 }
@@ -166,11 +169,50 @@ impl Body for RequestBody {
     }
 }
 
+/// An upstream response body, from whichever client carried the request.
+pub enum UpstreamBody {
+    Hyper(Incoming),
+    Wire(crate::upstream::wire::WireBody),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            UpstreamBody::Hyper(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BodyError::Upstream))),
+            UpstreamBody::Wire(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BodyError::Wire))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+            UpstreamBody::Wire(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Hyper(b) => b.size_hint(),
+            UpstreamBody::Wire(b) => b.size_hint(),
+        }
+    }
+}
+
 /// What scopegate sends back: the upstream's stream, or a body of its own.
 pub enum ResponseBody {
     Full(Option<Bytes>),
     Upstream {
-        inner: Incoming,
+        inner: UpstreamBody,
         idle: Idle,
         /// The pooled connection this body came on: reused only if the body was read to the end.
         lease: Option<crate::upstream::pool::Lease>,
@@ -200,7 +242,7 @@ impl ResponseBody {
     }
 
     pub fn upstream(
-        inner: Incoming,
+        inner: UpstreamBody,
         idle: Duration,
         lease: Option<crate::upstream::pool::Lease>,
     ) -> ResponseBody {
@@ -242,7 +284,8 @@ impl Body for ResponseBody {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     crate::metrics::upstream_error("stream_reset");
-                    Poll::Ready(Some(Err(BodyError::Upstream(e))))
+                    tracing::warn!(error = %e, "upstream response body failed");
+                    Poll::Ready(Some(Err(e)))
                 }
                 Poll::Ready(None) => Poll::Ready(None),
             },

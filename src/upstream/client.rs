@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
+use http_body::Body as _;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -14,14 +14,19 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::UpstreamConfig;
 use crate::error::Refusal;
-use crate::upstream::body::RequestBody;
+use crate::upstream::body::{RequestBody, UpstreamBody};
 
 pub type Connector = HttpsConnector<HttpConnector>;
 
 /// How requests reach the upstream: the lean HTTP/1.1 pool for `http://`, hyper-util's client for
 /// HTTPS and HTTP/2.
 enum Transport {
-    Http1(Arc<crate::upstream::pool::Http1Pool>),
+    Http1 {
+        /// Requests with a body, and upgrades.
+        hyper: Arc<crate::upstream::pool::Http1Pool>,
+        /// Bodiless requests (see `upstream::wire`).
+        wire: Arc<crate::upstream::wire::WirePool>,
+    },
     General(Box<Client<Connector, RequestBody>>),
 }
 
@@ -84,12 +89,20 @@ impl UpstreamClient {
                 format!("{host}:{port}")
             };
             return Ok(UpstreamClient {
-                transport: Transport::Http1(Arc::new(crate::upstream::pool::Http1Pool::new(
-                    target,
-                    cfg.connect_timeout,
-                    cfg.pool_idle_timeout,
-                    cfg.pool_max_idle,
-                ))),
+                transport: Transport::Http1 {
+                    hyper: Arc::new(crate::upstream::pool::Http1Pool::new(
+                        target.clone(),
+                        cfg.connect_timeout,
+                        cfg.pool_idle_timeout,
+                        cfg.pool_max_idle,
+                    )),
+                    wire: Arc::new(crate::upstream::wire::WirePool::new(
+                        target,
+                        cfg.connect_timeout,
+                        cfg.pool_idle_timeout,
+                        cfg.pool_max_idle,
+                    )),
+                },
                 scheme: Scheme::HTTP,
                 authority: cfg.authority.clone(),
                 host_header: http::HeaderValue::from_str(cfg.authority.as_str())
@@ -127,7 +140,7 @@ impl UpstreamClient {
     /// The URI the upstream receives for a client's path and query: origin-form for the pooled
     /// HTTP/1.1 transport (no base path: the client's own path, unchanged), absolute otherwise.
     pub fn upstream_uri(&self, pq: Option<&PathAndQuery>) -> Result<Uri, Refusal> {
-        if let (Transport::Http1(_), true, Some(pq)) =
+        if let (Transport::Http1 { .. }, true, Some(pq)) =
             (&self.transport, self.base_path.is_empty(), pq)
         {
             return Ok(Uri::from(pq.clone()));
@@ -168,7 +181,7 @@ impl UpstreamClient {
         &self,
         mut req: Request<RequestBody>,
         header_timeout: Option<Duration>,
-    ) -> Result<(Response<Incoming>, Option<crate::upstream::pool::Lease>), Refusal> {
+    ) -> Result<(Response<UpstreamBody>, Option<crate::upstream::pool::Lease>), Refusal> {
         let limit = header_timeout.unwrap_or(self.response_header_timeout);
         let timed_out = || {
             crate::metrics::upstream_error("header_timeout");
@@ -181,7 +194,7 @@ impl UpstreamClient {
             )
         };
         match &self.transport {
-            Transport::Http1(pool) => {
+            Transport::Http1 { hyper, wire } => {
                 // Origin-form request line and an explicit Host, as HTTP/1.1 expects.
                 if req.uri().scheme().is_some() {
                     if let Some(pq) = req.uri().path_and_query().cloned() {
@@ -190,16 +203,32 @@ impl UpstreamClient {
                 }
                 req.headers_mut()
                     .insert(http::header::HOST, self.host_header.clone());
-                match tokio::time::timeout(limit, pool.send(req)).await {
+                let headers = req.headers();
+                let upgrade = headers.contains_key(http::header::UPGRADE)
+                    || headers.contains_key(http::header::CONNECTION);
+                if req.body().is_end_stream() && !upgrade {
+                    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+                    return match tokio::time::timeout(
+                        limit,
+                        wire.send(req.method(), target, req.headers()),
+                    )
+                    .await
+                    {
+                        Err(_) => Err(timed_out()),
+                        Ok(Ok(resp)) => Ok((resp.map(UpstreamBody::Wire), None)),
+                        Ok(Err(e)) => Err(classify_pool(&e)),
+                    };
+                }
+                match tokio::time::timeout(limit, hyper.send(req)).await {
                     Err(_) => Err(timed_out()),
-                    Ok(Ok((resp, lease))) => Ok((resp, Some(lease))),
+                    Ok(Ok((resp, lease))) => Ok((resp.map(UpstreamBody::Hyper), Some(lease))),
                     Ok(Err(e)) => Err(classify_pool(&e)),
                 }
             }
             Transport::General(client) => {
                 match tokio::time::timeout(limit, client.request(req)).await {
                     Err(_) => Err(timed_out()),
-                    Ok(Ok(resp)) => Ok((resp, None)),
+                    Ok(Ok(resp)) => Ok((resp.map(UpstreamBody::Hyper), None)),
                     Ok(Err(e)) => Err(classify(&e)),
                 }
             }
@@ -235,6 +264,16 @@ fn classify_pool(e: &crate::upstream::pool::PoolError) -> Refusal {
                 "the upstream closed the connection before sending a complete response",
             )
         }
+        PoolError::Wire(e) => {
+            crate::metrics::upstream_error("reset");
+            let message = match e {
+                crate::upstream::wire::WireError::Malformed(_) => {
+                    "the upstream sent a response that is not valid HTTP/1.1"
+                }
+                _ => "the upstream closed the connection before sending a complete response",
+            };
+            Refusal::bad_gateway("upstream_reset", message)
+        }
     }
 }
 
@@ -257,7 +296,7 @@ fn client_body_fault(e: &(dyn std::error::Error + 'static)) -> Option<Refusal> {
                     "request_body_idle",
                     format!("the client sent no body data for {}s", d.as_secs()),
                 ),
-                BodyError::Upstream(_) => Refusal::bad_request(
+                BodyError::Upstream(_) | BodyError::Wire(_) => Refusal::bad_request(
                     "bad_request_body",
                     "the request body is malformed or was cut short",
                 ),

@@ -1,7 +1,8 @@
-//! The upstream side: the pooled client, streaming bodies, WebSocket relays, and the OpenClaw profile.
+//! The upstream side: the pooled clients (hyper's, and `wire` for bodiless requests), streaming bodies, WebSocket relays, and the OpenClaw profile.
 
 pub mod body;
 pub mod client;
 pub mod openclaw;
 pub mod pool;
 pub mod websocket;
+pub mod wire;

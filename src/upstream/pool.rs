@@ -1,4 +1,6 @@
-//! A lean HTTP/1.1 connection pool for plain-`http://` upstreams, one per worker thread.
+//! A lean pool of hyper HTTP/1.1 client connections for plain-`http://` upstreams, one per worker
+//! thread. It carries requests with a body and upgrades; bodiless requests take scopegate's own client
+//! (`upstream::wire`), which keeps its own idle connections.
 //!
 //! This is the sidecar's common case (the gateway on loopback), and the hot path: hyper-util's general
 //! client spends about a fifth of a request's instructions on pool bookkeeping (a SipHash of the pool
@@ -44,13 +46,27 @@ impl Lease {
     }
 }
 
-/// Why a request did not get a response.
+/// Why a request did not get a response (from either upstream client).
 #[derive(Debug)]
 pub enum PoolError {
     ConnectTimeout,
     Connect(std::io::Error),
-    /// The connection failed after the request may have been sent.
+    /// hyper's connection failed after the request may have been sent.
     Http(hyper::Error),
+    /// scopegate's own client (`upstream::wire`) got no usable response.
+    Wire(crate::upstream::wire::WireError),
+}
+
+/// Opens a TCP connection to the upstream, bounded by `limit`, with Nagle off (heads and small bodies
+/// must not wait for an ACK).
+pub async fn dial(target: &str, limit: Duration) -> Result<tokio::net::TcpStream, PoolError> {
+    let stream = match tokio::time::timeout(limit, tokio::net::TcpStream::connect(target)).await {
+        Err(_) => return Err(PoolError::ConnectTimeout),
+        Ok(Err(e)) => return Err(PoolError::Connect(e)),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 impl Http1Pool {
@@ -92,17 +108,7 @@ impl Http1Pool {
     }
 
     async fn connect(&self) -> Result<SendRequest<RequestBody>, PoolError> {
-        let stream = match tokio::time::timeout(
-            self.connect_timeout,
-            tokio::net::TcpStream::connect(&self.target),
-        )
-        .await
-        {
-            Err(_) => return Err(PoolError::ConnectTimeout),
-            Ok(Err(e)) => return Err(PoolError::Connect(e)),
-            Ok(Ok(s)) => s,
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = dial(&self.target, self.connect_timeout).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
