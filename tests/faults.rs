@@ -55,22 +55,27 @@ fn reset_on_close(s: &TcpStream) {
     let _ = s.set_linger(Some(Duration::ZERO));
 }
 
+/// Reads the next request head from `s` (the test upstreams here get no request bodies), keeping any
+/// bytes after it in `buf`; `None` once the connection ends.
+async fn next_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    buf.drain(..end);
+    Some(head)
+}
+
 async fn serve_faulty(mut s: TcpStream, slow_arrivals: Arc<AtomicUsize>) {
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        // Read one request head (the requests used here have no body).
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        buf.drain(..head_end);
+    while let Some(head) = next_head(&mut s, &mut buf).await {
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
         match path.as_str() {
             "/refuse" => return,
@@ -412,19 +417,8 @@ async fn closes_reused_connection_once(
             index += 1;
             let log = log.clone();
             tokio::spawn(async move {
-                let (mut buf, mut chunk, mut served) = (Vec::new(), [0u8; 4096], 0);
-                loop {
-                    let end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    buf.drain(..end);
+                let (mut buf, mut served) = (Vec::new(), 0);
+                while let Some(head) = next_head(&mut s, &mut buf).await {
                     log.lock()
                         .unwrap()
                         .push(head.lines().next().unwrap_or("").to_string());

@@ -573,57 +573,74 @@ mod tests {
 
     #[test]
     fn framing_follows_rfc_9112_order() {
-        let ok = |raw: &str| framing_of(raw).expect(raw);
-        assert_eq!(
-            ok("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"),
-            (Framing::Length(5), true)
-        );
-        assert_eq!(
-            ok("HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n"),
-            (Framing::Length(5), true)
-        );
-        assert_eq!(
-            ok("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
-            (Framing::Empty, true)
-        );
-        assert_eq!(
-            ok("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"),
-            (Framing::Chunked, true)
-        );
-        assert_eq!(
-            ok("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, Chunked\r\n\r\n"),
-            (Framing::Chunked, true)
-        );
-        // TE and CL together: chunks win, and the connection is not trusted again.
-        assert_eq!(
-            ok("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n"),
-            (Framing::Chunked, false)
-        );
-        assert_eq!(
-            ok("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n"),
-            (Framing::UntilClose, false)
-        );
-        assert_eq!(
-            ok("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n"),
-            (Framing::UntilClose, false)
-        );
-        assert_eq!(ok("HTTP/1.1 200 OK\r\n\r\n"), (Framing::UntilClose, false));
-        assert_eq!(
-            ok("HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n"),
-            (Framing::Empty, true)
-        );
-        assert_eq!(
-            ok("HTTP/1.1 304 Not Modified\r\n\r\n"),
-            (Framing::Empty, true)
-        );
-        assert_eq!(
-            ok("HTTP/1.1 200 OK\r\nconnection: keep-alive, Close\r\ncontent-length: 1\r\n\r\n"),
-            (Framing::Length(1), false)
-        );
-        assert_eq!(
-            ok("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n"),
-            (Framing::Length(1), false)
-        );
+        // (head, framing, whether the connection may be reused). TE with CL: chunks win, and the
+        // connection is not trusted again.
+        let cases: &[(&str, Framing, bool)] = &[
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+                Framing::Length(5),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n",
+                Framing::Length(5),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                Framing::Chunked,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, Chunked\r\n\r\n",
+                Framing::Chunked,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+                Framing::Chunked,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+                Framing::UntilClose,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n",
+                Framing::UntilClose,
+                false,
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", Framing::UntilClose, false),
+            (
+                "HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n",
+                Framing::Empty,
+                true,
+            ),
+            ("HTTP/1.1 304 Not Modified\r\n\r\n", Framing::Empty, true),
+            (
+                "HTTP/1.1 200 OK\r\nconnection: keep-alive, Close\r\ncontent-length: 1\r\n\r\n",
+                Framing::Length(1),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n",
+                Framing::Length(1),
+                false,
+            ),
+        ];
+        for (raw, framing, keep_alive) in cases {
+            assert_eq!(
+                framing_of(raw).expect(raw),
+                (*framing, *keep_alive),
+                "{raw:?}"
+            );
+        }
         let head = head_of(
             b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n",
             &Method::HEAD,
