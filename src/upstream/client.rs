@@ -210,7 +210,7 @@ impl UpstreamClient {
                     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
                     return match tokio::time::timeout(
                         limit,
-                        wire.send(req.method(), target, req.headers()),
+                        wire.send(req.method(), target, headers),
                     )
                     .await
                     {

@@ -1,4 +1,5 @@
-//! The upstream side: the pooled clients (hyper's, and `wire` for bodiless requests), streaming bodies, WebSocket relays, and the OpenClaw profile.
+//! The upstream side: the pooled clients (hyper's, and `wire` for bodiless requests), streaming
+//! bodies, WebSocket relays, and the OpenClaw profile.
 
 pub mod body;
 pub mod client;

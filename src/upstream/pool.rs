@@ -28,9 +28,53 @@ pub struct Http1Pool {
     /// `host:port` to dial.
     target: String,
     connect_timeout: Duration,
+    idle: IdleStack<SendRequest<RequestBody>>,
+}
+
+/// Idle keep-alive connections, most recently used first out. Both upstream clients keep theirs here;
+/// each says what makes one of its connections still usable.
+pub struct IdleStack<C> {
     idle_timeout: Duration,
     max_idle: usize,
-    idle: Mutex<Vec<(SendRequest<RequestBody>, Instant)>>,
+    idle: Mutex<Vec<(C, Instant)>>,
+}
+
+impl<C> IdleStack<C> {
+    pub fn new(idle_timeout: Duration, max_idle: usize) -> IdleStack<C> {
+        IdleStack {
+            idle_timeout,
+            max_idle,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn put(&self, conn: C) {
+        if let Ok(mut idle) = self.idle.lock() {
+            // The oldest entry goes when it has expired: a pool that is never drained still sheds
+            // connections the upstream has long given up on.
+            if idle
+                .first()
+                .is_some_and(|(_, since)| since.elapsed() >= self.idle_timeout)
+            {
+                idle.remove(0);
+            }
+            if idle.len() < self.max_idle {
+                idle.push((conn, Instant::now()));
+            }
+        }
+    }
+
+    /// The most recently used idle connection that has not expired and that `usable` accepts; the
+    /// others met on the way are closed.
+    pub fn take(&self, usable: impl Fn(&C) -> bool) -> Option<C> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some((conn, since)) = idle.pop() {
+            if since.elapsed() < self.idle_timeout && usable(&conn) {
+                return Some(conn);
+            }
+        }
+        None
+    }
 }
 
 /// A connection on loan to one response; returned to the pool when the response completed.
@@ -79,32 +123,19 @@ impl Http1Pool {
         Http1Pool {
             target,
             connect_timeout,
-            idle_timeout,
-            max_idle,
-            idle: Mutex::new(Vec::new()),
+            idle: IdleStack::new(idle_timeout, max_idle),
         }
     }
 
     fn put(&self, sender: SendRequest<RequestBody>) {
-        if sender.is_closed() {
-            return;
-        }
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < self.max_idle {
-                idle.push((sender, Instant::now()));
-            }
+        if !sender.is_closed() {
+            self.idle.put(sender);
         }
     }
 
     /// The most recently used idle connection that is still open and not expired.
     fn take_idle(&self) -> Option<SendRequest<RequestBody>> {
-        let mut idle = self.idle.lock().ok()?;
-        while let Some((sender, since)) = idle.pop() {
-            if !sender.is_closed() && since.elapsed() < self.idle_timeout {
-                return Some(sender);
-            }
-        }
-        None
+        self.idle.take(|sender| !sender.is_closed())
     }
 
     async fn connect(&self) -> Result<SendRequest<RequestBody>, PoolError> {

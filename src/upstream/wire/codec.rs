@@ -64,15 +64,9 @@ fn bodiless_by_convention(method: &Method) -> bool {
 
 /// Writes the head of a request that has no body. `target` is origin-form (`/path?query`). Framing
 /// headers the client sent are not copied: this hop's framing is ours to state. Header values cannot
-/// hold CR or LF (`http` refuses them), so nothing here can split the head.
+/// hold CR or LF (`http` refuses them), so nothing here can split the head. `out` belongs to the
+/// connection and keeps its capacity from one request to the next.
 pub fn encode_request_head(out: &mut Vec<u8>, method: &Method, target: &str, headers: &HeaderMap) {
-    out.reserve(
-        64 + target.len()
-            + headers
-                .iter()
-                .map(|(n, v)| n.as_str().len() + v.len() + 4)
-                .sum::<usize>(),
-    );
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(if target.is_empty() { "/" } else { target }.as_bytes());
@@ -256,15 +250,12 @@ fn framing(
                 "Transfer-Encoding in an HTTP/1.0 response",
             ));
         }
-        let codings: Vec<&[u8]> = headers
+        let chunked_last = headers
             .get_all(http::header::TRANSFER_ENCODING)
             .iter()
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
             .map(<[u8]>::trim_ascii)
-            .filter(|c| !c.is_empty())
-            .collect();
-        let chunked_last = codings
-            .last()
+            .rfind(|c| !c.is_empty())
             .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
         return Ok(if chunked_last {
             // Both framings present smells of smuggling: read by chunks (TE wins), then close.

@@ -19,9 +19,9 @@
 pub mod codec;
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Response};
@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 pub use codec::WireError;
 use codec::{BodyDecoder, BodyEvent};
 
-use crate::upstream::pool::{dial, PoolError};
+use crate::upstream::pool::{dial, IdleStack, PoolError};
 
 /// Bytes asked of the socket per read while a response is small; a read that fills it doubles this.
 const READ_START: usize = 8 * 1024;
@@ -45,13 +45,11 @@ struct WireConn {
     head: Vec<u8>,
 }
 
-/// Idle keep-alive connections to one upstream, most recently used first out.
+/// Idle keep-alive connections to one upstream, and how to open more.
 pub struct WirePool {
     target: String,
     connect_timeout: Duration,
-    idle_timeout: Duration,
-    max_idle: usize,
-    idle: Mutex<Vec<(WireConn, Instant)>>,
+    idle: IdleStack<WireConn>,
 }
 
 impl WirePool {
@@ -64,44 +62,18 @@ impl WirePool {
         WirePool {
             target,
             connect_timeout,
-            idle_timeout,
-            max_idle,
-            idle: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn put(&self, conn: WireConn) {
-        if let Ok(mut idle) = self.idle.lock() {
-            // The oldest entry goes when it has expired: a pool that is never drained still sheds
-            // connections the upstream has long given up on.
-            if idle
-                .first()
-                .is_some_and(|(_, since)| since.elapsed() >= self.idle_timeout)
-            {
-                idle.remove(0);
-            }
-            if idle.len() < self.max_idle {
-                idle.push((conn, Instant::now()));
-            }
+            idle: IdleStack::new(idle_timeout, max_idle),
         }
     }
 
     /// The most recently used idle connection that has not expired and has nothing to read. Readiness
     /// is tokio's cached flag: checking it costs no system call unless the socket did become readable.
     fn take_idle(&self) -> Option<WireConn> {
-        let mut idle = self.idle.lock().ok()?;
-        while let Some((conn, since)) = idle.pop() {
-            if since.elapsed() >= self.idle_timeout {
-                continue;
-            }
-            let mut probe = [0u8; 1];
-            match conn.io.try_read(&mut probe) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(conn),
-                // Closed, reset, or bytes nobody asked for: not a connection to send on.
-                _ => continue,
-            }
-        }
-        None
+        self.idle.take(|conn| {
+            // Closed, reset, or bytes nobody asked for: not a connection to send on.
+            let probe = conn.io.try_read(&mut [0u8; 1]);
+            matches!(probe, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
     }
 
     async fn connect(&self) -> Result<WireConn, PoolError> {
@@ -244,7 +216,7 @@ impl WireBody {
         if self.live.as_ref().is_some_and(|l| l.decoder.is_done()) {
             if let Some(live) = self.live.take() {
                 if live.keep_alive && !live.eof && live.conn.buf.is_empty() {
-                    live.pool.put(live.conn);
+                    live.pool.idle.put(live.conn);
                 }
             }
         }
