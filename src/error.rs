@@ -18,6 +18,8 @@ pub enum RefusalKind {
     NotFound,
     PayloadTooLarge,
     HeadersTooLarge,
+    /// A `[limits]` bucket is empty.
+    RateLimited,
     /// The client stopped sending its body (idle timeout).
     RequestTimeout,
     BadGateway,
@@ -35,6 +37,7 @@ impl RefusalKind {
             RefusalKind::NotFound => StatusCode::NOT_FOUND,
             RefusalKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RefusalKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            RefusalKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             RefusalKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             RefusalKind::BadGateway => StatusCode::BAD_GATEWAY,
             RefusalKind::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -52,6 +55,7 @@ impl RefusalKind {
             RefusalKind::NotFound => "not_found",
             RefusalKind::PayloadTooLarge => "payload_too_large",
             RefusalKind::HeadersTooLarge => "headers_too_large",
+            RefusalKind::RateLimited => "rate_limited",
             RefusalKind::RequestTimeout => "request_timeout",
             RefusalKind::BadGateway => "bad_gateway",
             RefusalKind::ServiceUnavailable => "unavailable",
@@ -90,6 +94,8 @@ pub struct Refusal {
     /// For 401s: the RFC 6750 `error` attribute (`invalid_token`, `invalid_request`) or none for a
     /// missing credential.
     pub bearer_error: Option<&'static str>,
+    /// For 429s: whole seconds until the bucket has room again (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 /// The `required`/`granted` part of a 403 body.
@@ -109,7 +115,13 @@ impl Refusal {
             message,
             scopes: None,
             bearer_error: None,
+            retry_after: None,
         }
+    }
+
+    /// A `[limits]` bucket is empty (429); set `retry_after` for the header.
+    pub fn rate_limited(code: &'static str, message: impl Into<String>) -> Self {
+        Refusal::new(RefusalKind::RateLimited, code, message)
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -227,6 +239,9 @@ impl Refusal {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Ok(v) = HeaderValue::from_str(request_id) {
             headers.insert("x-request-id", v);
+        }
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         if let Some(challenge) = self.www_authenticate() {
             if let Ok(v) = HeaderValue::from_str(&challenge) {

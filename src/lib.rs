@@ -20,6 +20,7 @@ pub mod demo;
 pub mod error;
 pub mod header_names;
 pub mod identity;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod properties;

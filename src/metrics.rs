@@ -67,6 +67,12 @@ pub struct Metrics {
     pub config_generation: Gauge,
     pub ready: Gauge,
     pub websocket_frames_denied: Family<ReasonLabels, Counter>,
+    pub rate_limited: Family<ReasonLabels, Counter>,
+    pub rate_limit_evictions: Family<KindLabels, Counter>,
+    pub rate_limit_entries: Family<KindLabels, Gauge>,
+    pub rate_limit_capacity: Family<KindLabels, Gauge>,
+    /// Signature checks of bearer JWTs: what a credential flood costs, and what the limits cap.
+    pub signature_verifications: Counter,
 }
 
 fn histogram() -> Histogram {
@@ -95,6 +101,36 @@ impl Metrics {
         let config_generation = Gauge::<i64, AtomicI64>::default();
         let ready = Gauge::<i64, AtomicI64>::default();
         let websocket_frames_denied = Family::<ReasonLabels, Counter>::default();
+        let rate_limited = Family::<ReasonLabels, Counter>::default();
+        let rate_limit_evictions = Family::<KindLabels, Counter>::default();
+        let rate_limit_entries = Family::<KindLabels, Gauge>::default();
+        let rate_limit_capacity = Family::<KindLabels, Gauge>::default();
+        let signature_verifications = Counter::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused by a [limits] bucket, by reason",
+            rate_limited.clone(),
+        );
+        registry.register(
+            "rate_limit_evictions",
+            "Busy rate-limit entries evicted by new keys, by table",
+            rate_limit_evictions.clone(),
+        );
+        registry.register(
+            "rate_limit_entries",
+            "Rate-limit entries holding state, by table",
+            rate_limit_entries.clone(),
+        );
+        registry.register(
+            "rate_limit_capacity",
+            "Rate-limit table size (fixed), by table",
+            rate_limit_capacity.clone(),
+        );
+        registry.register(
+            "signature_verifications",
+            "Bearer JWT signature checks",
+            signature_verifications.clone(),
+        );
         registry.register(
             "requests",
             "Requests by route, method, status and decision",
@@ -185,6 +221,11 @@ impl Metrics {
             config_generation,
             ready,
             websocket_frames_denied,
+            rate_limited,
+            rate_limit_evictions,
+            rate_limit_entries,
+            rate_limit_capacity,
+            signature_verifications,
         }
     }
 
@@ -241,6 +282,35 @@ pub fn upstream_error(kind: &'static str) {
 
 pub fn denial(reason: &'static str) {
     get().denials.get_or_create(&ReasonLabels { reason }).inc();
+}
+
+pub fn rate_limited(reason: &'static str) {
+    get()
+        .rate_limited
+        .get_or_create(&ReasonLabels { reason })
+        .inc();
+}
+
+pub fn rate_limit_eviction(kind: &'static str) {
+    get()
+        .rate_limit_evictions
+        .get_or_create(&KindLabels { kind })
+        .inc();
+}
+
+/// Publishes the limiter's table occupancy (at scrape time: counting entries walks the tables).
+pub fn rate_limit_tables(tables: &[(&'static str, usize, usize)]) {
+    for &(kind, used, capacity) in tables {
+        let labels = KindLabels { kind };
+        get()
+            .rate_limit_entries
+            .get_or_create(&labels)
+            .set(used as i64);
+        get()
+            .rate_limit_capacity
+            .get_or_create(&labels)
+            .set(capacity as i64);
+    }
 }
 
 pub fn reload(outcome: &'static str) {

@@ -44,6 +44,8 @@ pub struct Snapshot {
     pub upstream_fingerprint: String,
     /// The TLS acceptor for new connections, when the listener terminates TLS.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The abuse limiter's tables, carried over from the previous snapshot while their size holds.
+    pub limiter: Arc<crate::limits::Limiter>,
     /// Per-route histogram handles, resolved once so a request does no label lookups.
     route_metrics: Vec<RouteMetrics>,
     request_counters:
@@ -116,6 +118,11 @@ impl Snapshot {
             Some(t) => Some(crate::server::tls::acceptor(t)?),
             None => None,
         };
+        let table_size = config.limits.table_size.max(64);
+        let limiter = previous
+            .map(|p| p.limiter.clone())
+            .filter(|l| l.table_size() == table_size)
+            .unwrap_or_else(|| Arc::new(crate::limits::Limiter::new(table_size)));
         let m = crate::metrics::get();
         let route_metrics = route_labels
             .iter()
@@ -138,6 +145,7 @@ impl Snapshot {
             openclaw,
             forwarding_peers,
             route_labels,
+            limiter,
             upstream_fingerprint,
             tls,
             route_metrics,

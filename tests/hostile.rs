@@ -32,6 +32,11 @@ struct Gate {
 /// scopegate (openclaw profile) with a static Ed25519 IdP key, a trusted proxy that loopback is NOT
 /// part of, and tight limits.
 async fn gate(extra_server: &str) -> Gate {
+    gate_with(extra_server, "").await
+}
+
+/// [`gate`] with further config sections appended (e.g. `[limits]`).
+async fn gate_with(extra_server: &str, sections: &str) -> Gate {
     let up = Upstream::start().await;
     let key = TestKey::ed25519("idp");
     let dir = tempfile::tempdir().unwrap();
@@ -43,7 +48,7 @@ async fn gate(extra_server: &str) -> Gate {
         ),
     ) + &format!(
         "\n[jwt]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n{entry}\n\
-         [trusted_proxy]\npeers = [\"10.0.0.0/8\"]\nuser_header = \"x-forwarded-user\"\ngroups_header = \"x-forwarded-groups\"\n"
+         [trusted_proxy]\npeers = [\"10.0.0.0/8\"]\nuser_header = \"x-forwarded-user\"\ngroups_header = \"x-forwarded-groups\"\n{sections}"
     );
     let proxy = proxy::start_in(dir, &cfg);
     let reader = key.token("reader@example.com", &["operator.read"]);
@@ -1036,7 +1041,8 @@ async fn huge_bodies_are_refused_without_reaching_the_upstream_whole() {
 
 #[tokio::test]
 async fn thousands_of_distinct_bad_tokens_stay_bounded() {
-    let g = gate("").await;
+    // The cache bound is under test here, not the failed-authentication lockout (tested below).
+    let g = gate_with("", "[limits]\nfailed_auth_per_address = \"off\"\n").await;
     let url = format!("{}/v1/models", g.proxy.url());
     let other = TestKey::ed25519("idp"); // same kid, different key: signatures fail
     let mut statuses = std::collections::BTreeMap::new();
@@ -1077,10 +1083,12 @@ async fn unknown_kids_do_not_hammer_the_jwks_endpoint() {
     let key = TestKey::ed25519("k1");
     let jwks = support::idp::Jwks::start(vec![key.jwk.clone().unwrap()]).await;
     let cfg = format!(
-        "{}\n[jwt]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_url = \"{}\"\n",
+        "{}\n[jwt]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_url = \"{}\"\n\
+         [limits]\nfailed_auth_per_address = \"off\"\n",
         base(&up.url(), "openclaw"),
         jwks.url()
     );
+    // The JWKS refetch limit is under test here, not the failed-authentication lockout.
     let p = proxy::start(&cfg);
     let url = format!("{}/v1/models", p.url());
     let good = key.token("alice", &["operator.read"]);
@@ -1111,4 +1119,336 @@ async fn unknown_kids_do_not_hammer_the_jwks_endpoint() {
             .status,
         200
     );
+}
+
+// ── [limits]: credential floods cost the attacker ─────────────────────────────────────────────────
+
+/// scopegate as its own process (so its metrics count only this test's traffic), trusting loopback as
+/// a forwarding proxy so that `X-Forwarded-For` names the client address, with `[limits]` set.
+fn limited_child(up: &Upstream, key: &TestKey, profile: &str, limits: &str) -> proxy::ChildProxy {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = key.toml_entry(dir.path());
+    let cfg = base(&up.url(), profile).replace(
+        "workers = 2\n",
+        "workers = 2\nadmin_listen = \"127.0.0.1:0\"\n",
+    ) + &format!(
+        "\n[jwt]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n{entry}\n\
+         [trusted_proxy]\npeers = [\"127.0.0.1/32\"]\nuser_header = \"x-forwarded-user\"\n\n\
+         [limits]\n{limits}"
+    );
+    proxy::ChildProxy::start_in(dir, &cfg)
+}
+
+async fn child_metrics(child: &proxy::ChildProxy) -> Vec<(String, f64)> {
+    let url = format!("http://{}/metrics", child.admin.expect("admin listener"));
+    support::metrics(&client::get(&url, &[]).await.text())
+}
+
+/// A sample without labels (`support::metric` reads labelled families).
+fn plain_metric(all: &[(String, f64)], name: &str) -> f64 {
+    all.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| *v)
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn forged_token_floods_cost_at_most_the_failure_budget_while_others_are_served() {
+    const FORGED: usize = 5000;
+    const BUDGET: usize = 20;
+    let up = Upstream::start().await;
+    let key = TestKey::p256("idp");
+    let child = limited_child(
+        &up,
+        &key,
+        "openclaw",
+        // Only the failure budget is under test: request rates are off.
+        &format!(
+            "failed_auth_per_address = \"{BUDGET}/h\"\nfailed_auth_burst = {BUDGET}\n\
+             requests_per_address = \"off\"\nrequests_per_identity = \"off\"\n"
+        ),
+    );
+    let url = format!("{}/v1/models", child.url());
+    // Same kid, other key: every forged token is well-formed ES256 and needs its signature checked.
+    let forger = TestKey::p256("idp");
+    let forged: Vec<String> = (0..FORGED)
+        .map(|i| forger.token(&format!("mallory{i}"), &["operator.admin"]))
+        .collect();
+    let good = key.token("reader@example.com", &["operator.read"]);
+    let before = child_metrics(&child).await;
+
+    let attacker = client::http1();
+    let victim = client::http1();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let flood = async {
+        let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+        let mut limited_body = None;
+        for chunk in forged.chunks(FORGED / 8) {
+            let replies = futures_util::future::join_all(chunk.iter().map(|t| {
+                let req = http::Request::get(&url)
+                    .header("authorization", bearer(t))
+                    .header("x-forwarded-for", "203.0.113.7")
+                    .body(client::empty())
+                    .unwrap();
+                attacker.request(req)
+            }))
+            .await;
+            for resp in replies {
+                let got = client::collect(resp.unwrap()).await;
+                *statuses.entry(got.status.as_u16()).or_default() += 1;
+                if got.status == 429 && limited_body.is_none() {
+                    limited_body = Some(got);
+                }
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+        (statuses, limited_body)
+    };
+    let served = async {
+        let mut served = 0usize;
+        while !done.load(std::sync::atomic::Ordering::Acquire) || served < 50 {
+            let req = http::Request::get(&url)
+                .header("authorization", bearer(&good))
+                .header("x-forwarded-for", "198.51.100.2")
+                .body(client::empty())
+                .unwrap();
+            let got = client::collect(victim.request(req).await.unwrap()).await;
+            assert_eq!(
+                got.status,
+                200,
+                "a valid request from another address: {}",
+                got.text()
+            );
+            served += 1;
+        }
+        served
+    };
+    let ((statuses, limited), served) = within(120, "the flood and the valid traffic", async {
+        tokio::join!(flood, served)
+    })
+    .await;
+
+    assert!(served >= 50);
+    let unauthorized = statuses.get(&401).copied().unwrap_or(0);
+    let limited_count = statuses.get(&429).copied().unwrap_or(0);
+    assert_eq!(unauthorized + limited_count, FORGED, "{statuses:?}");
+    assert!(unauthorized <= BUDGET, "{statuses:?}");
+    let after = child_metrics(&child).await;
+    let checks = plain_metric(&after, "scopegate_signature_verifications_total")
+        - plain_metric(&before, "scopegate_signature_verifications_total");
+    // The budget, plus one check for the valid token's first sight.
+    assert!(
+        checks <= (BUDGET + 1) as f64,
+        "{FORGED} forged tokens cost {checks} signature checks"
+    );
+    let limited = limited.expect("the flood was rate limited");
+    assert_eq!(limited.json()["error"]["type"], "rate_limited");
+    assert_eq!(limited.json()["error"]["reason_codes"][0], "failed_auth");
+    let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry >= 1, "Retry-After {retry}");
+    assert_eq!(
+        support::metric(
+            &after,
+            "scopegate_rate_limited_total",
+            &[("reason", "failed_auth")]
+        ) - support::metric(
+            &before,
+            "scopegate_rate_limited_total",
+            &[("reason", "failed_auth")]
+        ),
+        limited_count as f64
+    );
+    // Nothing forged reached the upstream; every refusal has its audit line.
+    assert_eq!(
+        up.count(),
+        served,
+        "only the valid requests reached the upstream"
+    );
+    let audited = within(10, "the 429 audit lines", async {
+        loop {
+            let n = child
+                .log_lines()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|v| v["target"] == "scopegate::audit" && v["status"] == 429)
+                .inspect(|v| assert_eq!(v["decision"], "rate_limited", "{v}"))
+                .count();
+            if n >= limited_count {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(audited, limited_count);
+}
+
+/// Sends one pipelined `GET path` (no credential) per address over one connection and returns how
+/// many answers had each status (reads and writes at once, so neither side's buffers fill up).
+async fn pipelined_from(
+    addr: SocketAddr,
+    path: &str,
+    addresses: impl Iterator<Item = std::net::Ipv4Addr>,
+) -> std::collections::BTreeMap<u16, usize> {
+    let mut requests = Vec::new();
+    let mut count = 0;
+    for ip in addresses {
+        requests.extend_from_slice(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: {ip}\r\n\r\n").as_bytes(),
+        );
+        count += 1;
+    }
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    // The write half stays open until every answer is read (dropping it would half-close).
+    let write = async move {
+        wr.write_all(&requests).await.unwrap();
+        wr
+    };
+    let read = async move {
+        let mut statuses = std::collections::BTreeMap::new();
+        let mut seen = 0;
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 1 << 16];
+        // Status lines are counted as they arrive; a partial one at the end waits for the next read.
+        while seen < count {
+            let n = rd.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed after {seen} of {count} answers");
+            buf.extend_from_slice(&chunk[..n]);
+            let mut start = 0;
+            while let Some(at) = find(&buf[start..], b"HTTP/1.1 ") {
+                let line = start + at;
+                if buf.len() < line + 12 {
+                    break;
+                }
+                let code = std::str::from_utf8(&buf[line + 9..line + 12])
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                *statuses.entry(code).or_insert(0usize) += 1;
+                seen += 1;
+                start = line + 12;
+            }
+            buf.drain(..start);
+        }
+        statuses
+    };
+    let (_wr, statuses) = tokio::join!(write, read);
+    statuses
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[tokio::test]
+async fn the_limit_tables_stay_within_their_size_under_100k_addresses() {
+    const ADDRESSES: u32 = 100_000;
+    const CONNECTIONS: u32 = 8;
+    let up = Upstream::start().await;
+    let key = TestKey::p256("idp");
+    // One request an hour per address: every address seen stays busy, so new ones must evict.
+    let child = limited_child(
+        &up,
+        &key,
+        "openclaw",
+        "requests_per_address = \"1/h\"\nrequests_per_address_burst = 1\ntable_size = 1024\n\
+         requests_per_identity = \"off\"\n",
+    );
+    let address = |n: u32| std::net::Ipv4Addr::from(0x0a00_0000 + n);
+    // No credential: the address limit comes first, then the 401, so nothing else costs time.
+    let per_connection = within(
+        300,
+        "100 000 addresses",
+        futures_util::future::join_all((0..CONNECTIONS).map(|c| {
+            pipelined_from(
+                child.addr,
+                "/v1/models",
+                (c..ADDRESSES).step_by(CONNECTIONS as usize).map(address),
+            )
+        })),
+    )
+    .await;
+    let mut statuses = std::collections::BTreeMap::new();
+    for s in per_connection {
+        for (k, v) in s {
+            *statuses.entry(k).or_insert(0) += v;
+        }
+    }
+    // Every address is new and within its limit (and then has no credential).
+    assert_eq!(
+        statuses.get(&401),
+        Some(&(ADDRESSES as usize)),
+        "{statuses:?}"
+    );
+    let m = child_metrics(&child).await;
+    let labels = [("kind", "address_requests")];
+    let entries = support::metric(&m, "scopegate_rate_limit_entries", &labels);
+    let capacity = support::metric(&m, "scopegate_rate_limit_capacity", &labels);
+    assert_eq!(capacity, 1024.0);
+    assert!(entries <= capacity && entries > 0.0, "{entries} entries");
+    let evictions = support::metric(&m, "scopegate_rate_limit_evictions_total", &labels);
+    assert!(
+        evictions >= f64::from(ADDRESSES) - capacity,
+        "{evictions} evictions"
+    );
+    // Eviction takes the least busy entry, so the newest address is still remembered.
+    let recent = client::get(
+        &format!("{}/v1/models", child.url()),
+        &[("x-forwarded-for", &address(ADDRESSES - 1).to_string())],
+    )
+    .await;
+    assert_eq!(recent.status, 429, "{}", recent.text());
+    assert_eq!(
+        recent.json()["error"]["reason_codes"][0],
+        "address_requests"
+    );
+}
+
+#[tokio::test]
+async fn unauthenticated_websockets_are_capped_per_address() {
+    let up = Upstream::start().await;
+    let key = TestKey::p256("idp");
+    let child = limited_child(
+        &up,
+        &key,
+        "openclaw",
+        "unauthenticated_websockets_per_address = 3\n",
+    );
+    let ws_url = format!("ws://{}/", child.addr);
+    let from = |ip: &'static str| [("x-forwarded-for", ip)];
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        waiting.push(
+            client::ws_connect(&ws_url, &from("203.0.113.9"))
+                .await
+                .expect("within the cap"),
+        );
+    }
+    match client::ws_connect(&ws_url, &from("203.0.113.9")).await {
+        Err((429, body)) => {
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["error"]["type"], "rate_limited");
+            assert_eq!(v["error"]["reason_codes"][0], "unauthenticated_websockets");
+        }
+        other => panic!(
+            "a fourth unauthenticated WebSocket: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    // Another address has its own count.
+    let other = client::ws_connect(&ws_url, &from("198.51.100.4")).await;
+    assert!(other.is_ok());
+    // One of the three sends a connect frame without a credential: it is refused, and its place is
+    // free before the refusal reaches it.
+    let mut first = waiting.remove(0);
+    let _challenge = within(10, "challenge", first.next()).await;
+    first
+        .send(Message::text(connect_frame(None)))
+        .await
+        .unwrap();
+    let refused = within(10, "refusal", first.next()).await;
+    assert!(matches!(refused, Some(Ok(Message::Text(_)))), "{refused:?}");
+    let again = client::ws_connect(&ws_url, &from("203.0.113.9")).await;
+    assert!(again.is_ok(), "{:?}", again.err());
 }

@@ -191,7 +191,8 @@ async fn unknown_kid_floods_refetch_at_most_once_per_interval() {
             "jwks_url = \"{}\"\njwks_refetch_min_interval = \"1h\"\n",
             idp.url()
         ))
-    );
+    ) + "[limits]\nfailed_auth_per_address = \"off\"\n";
+    // The refetch limit is under test, not the failed-authentication lockout.
     let p = proxy::start(&cfg);
     assert_eq!(
         get(
@@ -225,7 +226,12 @@ async fn negative_suite_every_forgery_is_401_with_the_right_reason() {
     let up = Upstream::start().await;
     let rsa = TestKey::rsa("rsa", JwtAlgorithm::RS256, "rsa-private.pem");
     let ed = TestKey::ed25519("ed");
-    let p = with_keys(&up, &[&rsa, &ed], "");
+    // Each forgery's own reason is under test, not the failed-authentication lockout.
+    let p = with_keys(
+        &up,
+        &[&rsa, &ed],
+        "[limits]\nfailed_auth_per_address = \"off\"\n",
+    );
     let now = scopegate::identity::jwt::unix_now();
     let b64 = |v: &Value| scopegate::util::b64url(v.to_string().as_bytes());
     let good_claims = keys::claims("mallory", "operator.admin");

@@ -39,6 +39,7 @@ pub struct Config {
     pub openclaw: OpenClawConfig,
     pub scopes: ScopesConfig,
     pub log: LogConfig,
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -272,6 +273,47 @@ pub enum LogFormat {
     Auto,
     Text,
     Json,
+}
+
+/// Abuse limits (`[limits]`), per client address (after trusted hops) and per identity. Per instance:
+/// replicas behind a load balancer each keep their own tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Requests per client address.
+    pub address_requests: Option<RateLimit>,
+    /// Requests per authenticated identity (by subject).
+    pub identity_requests: Option<RateLimit>,
+    /// Failed authentications per client address; when spent, requests that would need a credential
+    /// verified get 429 before any signature check.
+    pub failed_auth: Option<RateLimit>,
+    /// Concurrent WebSockets per client address still waiting for their in-band credential (0: no cap).
+    pub unauthenticated_websockets_per_address: usize,
+    /// The same, over all addresses (0: no cap).
+    pub unauthenticated_websockets_total: usize,
+    /// Entries in each rate table (a fixed size: memory does not grow with the number of addresses).
+    pub table_size: usize,
+}
+
+impl LimitsConfig {
+    /// Every limit off (`[limits] enabled = false`).
+    pub fn off() -> LimitsConfig {
+        LimitsConfig {
+            address_requests: None,
+            identity_requests: None,
+            failed_auth: None,
+            unauthenticated_websockets_per_address: 0,
+            unauthenticated_websockets_total: 0,
+            table_size: 0,
+        }
+    }
+}
+
+/// `count` events per `period`, with up to `burst` at once (a GCRA bucket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub count: u64,
+    pub period: Duration,
+    pub burst: u64,
 }
 
 #[derive(Debug, Clone)]

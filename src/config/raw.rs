@@ -30,6 +30,8 @@ pub struct RawConfig {
     pub scopes: Option<Spanned<RawScopes>>,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub limits: RawLimits,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -215,4 +217,19 @@ pub struct RawLog {
     pub level: Option<String>,
     pub format: Option<Spanned<String>>,
     pub audit: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub enabled: Option<bool>,
+    pub requests_per_address: Option<RateValue>,
+    pub requests_per_address_burst: Option<Spanned<u64>>,
+    pub requests_per_identity: Option<RateValue>,
+    pub requests_per_identity_burst: Option<Spanned<u64>>,
+    pub failed_auth_per_address: Option<RateValue>,
+    pub failed_auth_burst: Option<Spanned<u64>>,
+    pub unauthenticated_websockets_per_address: Option<usize>,
+    pub unauthenticated_websockets_total: Option<usize>,
+    pub table_size: Option<Spanned<usize>>,
 }

@@ -338,6 +338,7 @@ fn build(ck: &mut Checker, raw: RawConfig, path: Option<&Path>) -> Option<Config
     let openclaw = openclaw_config(ck, raw.openclaw);
     let assertion = assertion_config(ck, raw.assertion, profile, upstream.as_ref());
     let log = log_config(ck, raw.log);
+    let limits = limits_config(ck, raw.limits);
 
     if jwt.is_none()
         && api_tokens.is_empty()
@@ -369,6 +370,7 @@ fn build(ck: &mut Checker, raw: RawConfig, path: Option<&Path>) -> Option<Config
         openclaw,
         scopes,
         log,
+        limits,
     })
 }
 
@@ -1076,6 +1078,75 @@ fn assertion_config(
         ttl,
         reuse,
     })
+}
+
+/// Defaults fit one gateway's sidecar: generous request rates (a person or a script never meets them;
+/// a flood does), 20 failed authentications a minute per address, 16 unauthenticated WebSockets per
+/// address and 1 024 in all, 65 536 entries per table.
+fn limits_config(ck: &mut Checker, raw: RawLimits) -> LimitsConfig {
+    if raw.enabled == Some(false) {
+        return LimitsConfig::off();
+    }
+    let one_second = Duration::from_secs(1);
+    let rate = |ck: &mut Checker,
+                value: Option<RateValue>,
+                burst: Option<Spanned<u64>>,
+                default: Option<(u64, Duration)>,
+                name: &str| {
+        let (count, period) = value.map(|v| v.0).unwrap_or(default)?;
+        let burst = match burst {
+            Some(b) if *b.get_ref() == 0 || *b.get_ref() > 1_000_000_000 => {
+                ck.err(b.span(), format!("{name} must be between 1 and 1000000000"));
+                count
+            }
+            Some(b) => b.into_inner(),
+            None => count,
+        };
+        Some(RateLimit {
+            count,
+            period,
+            burst,
+        })
+    };
+    let address_requests = rate(
+        ck,
+        raw.requests_per_address,
+        raw.requests_per_address_burst,
+        Some((1000, one_second)),
+        "requests_per_address_burst",
+    );
+    let identity_requests = rate(
+        ck,
+        raw.requests_per_identity,
+        raw.requests_per_identity_burst,
+        Some((1000, one_second)),
+        "requests_per_identity_burst",
+    );
+    let failed_auth = rate(
+        ck,
+        raw.failed_auth_per_address,
+        raw.failed_auth_burst,
+        Some((20, Duration::from_secs(60))),
+        "failed_auth_burst",
+    );
+    let table_size = match raw.table_size {
+        Some(n) if !(64..=1 << 24).contains(n.get_ref()) => {
+            ck.err(n.span(), "table_size must be between 64 and 16777216");
+            65_536
+        }
+        Some(n) => n.into_inner(),
+        None => 65_536,
+    };
+    LimitsConfig {
+        address_requests,
+        identity_requests,
+        failed_auth,
+        unauthenticated_websockets_per_address: raw
+            .unauthenticated_websockets_per_address
+            .unwrap_or(16),
+        unauthenticated_websockets_total: raw.unauthenticated_websockets_total.unwrap_or(1024),
+        table_size,
+    }
 }
 
 fn log_config(ck: &mut Checker, raw: RawLog) -> LogConfig {

@@ -369,3 +369,44 @@ mod tests {
         }
     }
 }
+
+/// A rate written as `"100/s"`, `"20/m"`, `"500/h"`, or `"off"` (no limit). Kept as events per
+/// period so the limiter can derive its emission interval without rounding a per-second float.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateValue(pub Option<(u64, Duration)>);
+
+impl FromStr for RateValue {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(RateValue(None));
+        }
+        let bad =
+            || format!("invalid rate {s:?} (write e.g. \"100/s\", \"20/m\", \"500/h\" or \"off\")");
+        let (count, unit) = s.split_once('/').ok_or_else(bad)?;
+        let count: u64 = count.trim().parse().map_err(|_| bad())?;
+        let period = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(bad()),
+        };
+        if count == 0 {
+            return Err(format!(
+                "rate {s:?} allows nothing; write \"off\" for no limit"
+            ));
+        }
+        if count > 1_000_000_000 {
+            return Err(format!("rate {s:?} is too large"));
+        }
+        Ok(RateValue(Some((count, period))))
+    }
+}
+
+impl<'de> Deserialize<'de> for RateValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}

@@ -639,6 +639,7 @@ impl JwtVerifier {
                     key: key.alg,
                 });
             }
+            crate::metrics::get().signature_verifications.inc();
             match jsonwebtoken::crypto::verify(
                 c.signature_b64,
                 c.signing_input.as_bytes(),

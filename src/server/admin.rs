@@ -73,6 +73,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>>
             json(status, serde_json::to_value(&r).unwrap_or_default())
         }
         "/metrics" => {
+            crate::metrics::rate_limit_tables(&shared.snapshot().limiter.occupancy());
             let body = crate::metrics::get().render();
             let mut resp = text(StatusCode::OK, body);
             resp.headers_mut().insert(

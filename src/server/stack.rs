@@ -184,6 +184,9 @@ impl Proxy {
             peer_trusted,
             &snap.forwarding_peers,
         )?;
+        // ── limits per client address, now that the address is known ──────────────────────────
+        snap.limiter
+            .request_from(&cfg.limits, ex.forwarded.client_ip, ex.started)?;
         ex.websocket = req.version() == Version::HTTP_11 && is_websocket_upgrade(req.headers());
         if ex.websocket {
             check_origin(
@@ -212,9 +215,35 @@ impl Proxy {
         };
         ex.identified = match snap.sources.identify_cached(&facts) {
             Some(done) => done?,
-            // Boxed: the slow path's state (JWKS refetch, WhoIs) stays out of every request's future.
-            None => Box::pin(snap.sources.identify(&snap.policy, &facts)).await?,
+            None => {
+                // A credential about to be verified may be a forgery: reserve one failed
+                // authentication first, so a locked-out address costs no signature check.
+                let attempt = if req.headers().contains_key(header::AUTHORIZATION) {
+                    Some(snap.limiter.auth_attempt(
+                        &cfg.limits,
+                        ex.forwarded.client_ip,
+                        ex.started,
+                    )?)
+                } else {
+                    None
+                };
+                // Boxed: the slow path's state (JWKS refetch, WhoIs) stays out of every request's
+                // future.
+                let identified = Box::pin(snap.sources.identify(&snap.policy, &facts)).await;
+                if let Some(attempt) = attempt {
+                    let failed =
+                        matches!(&identified, Err(r) if r.kind == RefusalKind::Unauthorized);
+                    if !failed {
+                        snap.limiter.auth_succeeded(attempt);
+                    }
+                }
+                identified?
+            }
         };
+        if let Some(id) = &ex.identified.identity {
+            snap.limiter
+                .request_by(&cfg.limits, &id.subject, ex.started)?;
+        }
 
         if ex.path() == WHOAMI_PATH && matches!(ex.method, Method::GET | Method::HEAD) {
             let body = crate::server::explain::whoami(
@@ -739,6 +768,7 @@ pub fn finish(
             RefusalKind::HeadersTooLarge
             | RefusalKind::PayloadTooLarge
             | RefusalKind::RequestTimeout => "limit",
+            RefusalKind::RateLimited => "rate_limited",
             _ => "error",
         },
         (None, Some(d)) => d.outcome(),

@@ -76,6 +76,11 @@ pub fn accept(
         .ok_or_else(|| {
             Refusal::bad_request("websocket_key", "Sec-WebSocket-Key is missing or malformed")
         })?;
+    // Counted until its credential is verified (or it goes away): holding sockets open without one
+    // is capped per address and in all.
+    let waiting = snap
+        .limiter
+        .unauthenticated_websocket(&snap.config.limits, ex.forwarded.client_ip)?;
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let origin = headers.get(header::ORIGIN).cloned();
     let user_agent = headers.get(header::USER_AGENT).cloned();
@@ -92,6 +97,7 @@ pub fn accept(
         origin,
         user_agent,
         stop: shared.stop.clone(),
+        waiting: Some(waiting),
     };
     let request_id = ex.request_id.clone();
     shared.tracker.spawn(async move {
@@ -130,6 +136,8 @@ struct Session {
     origin: Option<HeaderValue>,
     user_agent: Option<HeaderValue>,
     stop: tokio_util::sync::CancellationToken,
+    /// This socket's place in the unauthenticated-WebSocket count, released once it authenticates.
+    waiting: Option<crate::limits::WebsocketGuard>,
 }
 
 type ClientWs = WebSocketStream<Budgeted<TokioIo<hyper::upgrade::Upgraded>>>;
@@ -142,7 +150,7 @@ struct WsRefusal {
 }
 
 impl Session {
-    async fn run(self, up: hyper::upgrade::Upgraded) {
+    async fn run(mut self, up: hyper::upgrade::Upgraded) {
         let cfg = WebSocketConfig::default()
             .max_message_size(Some(32 << 20))
             .max_frame_size(Some(16 << 20));
@@ -193,6 +201,8 @@ impl Session {
             },
         };
         let outcome = self.authorise(&frame).await;
+        // Authenticated or refused, it no longer waits for a credential.
+        self.waiting = None;
         let (identity, effective) = match outcome {
             Ok(x) => x,
             Err(r) => {
@@ -247,20 +257,35 @@ impl Session {
                 refusal: Refusal::no_credential(why),
             });
         };
-        let identity = self
-            .snap
-            .sources
-            .verify_bearer(&self.snap.policy, token)
-            .await
+        let limiter = &self.snap.limiter;
+        let attempt = limiter
+            .auth_attempt(
+                &self.snap.config.limits,
+                self.forwarded.client_ip,
+                std::time::Instant::now(),
+            )
             .map_err(|refusal| WsRefusal {
-                code: if refusal.kind == RefusalKind::ServiceUnavailable {
-                    "UNAVAILABLE"
-                } else {
-                    "UNAUTHORIZED"
-                },
+                code: "UNAVAILABLE",
                 close: CloseCode::Policy,
                 refusal,
             })?;
+        let verified = self
+            .snap
+            .sources
+            .verify_bearer(&self.snap.policy, token)
+            .await;
+        if !matches!(&verified, Err(r) if r.kind == RefusalKind::Unauthorized) {
+            limiter.auth_succeeded(attempt);
+        }
+        let identity = verified.map_err(|refusal| WsRefusal {
+            code: if refusal.kind == RefusalKind::ServiceUnavailable {
+                "UNAVAILABLE"
+            } else {
+                "UNAUTHORIZED"
+            },
+            close: CloseCode::Policy,
+            refusal,
+        })?;
         let requested = params.get("scopes").and_then(Value::as_array).map(|list| {
             self.snap
                 .policy
