@@ -148,13 +148,14 @@ impl Refusal {
         Refusal::new(RefusalKind::GatewayTimeout, code, message)
     }
 
-    /// Framing refusals leave the rest of an HTTP/1 connection unreadable: the response closes it.
+    /// Framing refusals leave the rest of an HTTP/1 connection unreadable (an upgrade's unread body
+    /// included): the response closes it.
     pub fn poisons_connection(&self) -> bool {
         matches!(
             self.code,
             "duplicate_content_length"
-                | "ambiguous_framing"
                 | "unsupported_transfer_coding"
+                | "websocket_body"
                 | "bad_content_length"
                 | "bad_request_body"
                 | "request_body_idle"

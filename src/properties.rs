@@ -93,6 +93,7 @@ pub fn header_hygiene(data: &[u8]) {
     h.scrub(&mut headers);
     h.scrub_trailers(&mut trailers);
     assert!(!headers.contains_key(http::header::AUTHORIZATION));
+    assert!(!headers.contains_key("http2-settings"));
     for name in headers.keys() {
         let s = name.as_str();
         assert!(!h.is_managed(s), "managed header {s} survived scrub");

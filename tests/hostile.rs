@@ -357,6 +357,62 @@ async fn smuggling_and_framing_attacks_are_refused_or_reframed() {
     assert_eq!(n, 29);
 }
 
+/// hyper settles a message with both `Transfer-Encoding: chunked` and `Content-Length` before scopegate
+/// sees it, in either order: Content-Length is dropped, the body is framed by chunked (RFC 9112 §6.3),
+/// and the connection is closed after the response, so bytes after the chunked body — a request in the
+/// Content-Length reading — are never parsed at all.
+#[tokio::test]
+async fn te_with_content_length_is_framed_by_chunked_and_the_connection_closed() {
+    let g = gate("").await;
+    let auth = format!("Authorization: Bearer {}\r\n", g.writer);
+    let smuggled = "GET /sessions/x/kill HTTP/1.1\r\nHost: gw\r\n\r\n";
+    let chunked = format!("5\r\nhello\r\n0\r\n\r\n{smuggled}");
+    let cases = [
+        (
+            "Content-Length then Transfer-Encoding",
+            "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n".to_string(),
+        ),
+        (
+            "Transfer-Encoding then Content-Length",
+            format!(
+                "Transfer-Encoding: chunked\r\nContent-Length: {}\r\n",
+                chunked.len()
+            ),
+        ),
+    ];
+    for (name, framing) in cases {
+        g.up.clear();
+        let wire =
+            format!("POST /v1/responses HTTP/1.1\r\nHost: gw\r\n{auth}{framing}\r\n{chunked}");
+        let (text, closed) = within(
+            20,
+            name,
+            exchange(g.proxy.addr, wire.as_bytes(), Duration::from_secs(10)),
+        )
+        .await;
+        assert_eq!(raw_status(&text), 200, "{name}: {text}");
+        assert_eq!(
+            responses(&text),
+            1,
+            "{name}: the bytes after the body are not a request: {text}"
+        );
+        assert!(closed, "{name}: the connection must close");
+        assert!(
+            text.to_ascii_lowercase()
+                .contains("\r\nconnection: close\r\n"),
+            "{name}: the response says it closes: {text}"
+        );
+        let seen = g.up.seen();
+        assert_eq!(seen.len(), 1, "{name}: forwarded once, nothing smuggled");
+        assert_eq!(seen[0].uri, "/v1/responses", "{name}");
+        assert_eq!(seen[0].body_len, 5, "{name}: framed by chunked");
+        assert!(
+            seen[0].header("content-length").is_none(),
+            "{name}: the client's Content-Length is gone"
+        );
+    }
+}
+
 #[tokio::test]
 async fn bare_lf_heads_are_reframed_not_passed_through() {
     // RFC 9112 §2.2 lets a recipient accept a bare LF as a line terminator; hyper does. scopegate
@@ -445,6 +501,60 @@ async fn h2c_upgrade_and_pseudo_header_abuse() {
             assert!(s.header(name).is_none(), "h2 {name} reached the upstream");
         }
     }
+}
+
+/// `HTTP2-Settings` belongs to an h2c upgrade, which is never honoured: it is dropped whether or not
+/// `Connection` nominates it, over HTTP/1.1 and over HTTP/2.
+#[tokio::test]
+async fn http2_settings_never_reaches_the_upstream_whether_or_not_connection_lists_it() {
+    let g = gate("").await;
+    let settings = "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n";
+    let cases = [
+        (
+            "nominated",
+            "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n",
+        ),
+        ("Upgrade: h2c, no Connection", "Upgrade: h2c\r\n"),
+        (
+            "Connection lists something else",
+            "Connection: keep-alive\r\nUpgrade: h2c\r\n",
+        ),
+        ("on its own", ""),
+    ];
+    for (name, extra) in cases {
+        g.up.clear();
+        let req = format!(
+            "GET /v1/models HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {}\r\n{extra}{settings}\r\n",
+            g.reader
+        );
+        let text = client::raw(g.proxy.addr, req.as_bytes(), Duration::from_secs(5)).await;
+        assert_eq!(raw_status(&text), 200, "{name}: {text}");
+        let seen = g.up.last();
+        for h in ["http2-settings", "upgrade", "connection"] {
+            assert!(seen.header(h).is_none(), "{name}: {h} reached the upstream");
+        }
+    }
+    // HTTP/2 has no Connection header to nominate it with.
+    let mut h2 = client::h2c(g.proxy.addr).await;
+    g.up.clear();
+    let req = http::Request::builder()
+        .method("GET")
+        .uri(format!("http://{}/v1/models", g.proxy.addr))
+        .header("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA")
+        .header("authorization", bearer(&g.reader))
+        .body(client::empty())
+        .unwrap();
+    let got = client::collect(
+        within(10, "h2 response", h2.send_request(req))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert!(
+        g.up.last().header("http2-settings").is_none(),
+        "h2: http2-settings reached the upstream"
+    );
 }
 
 // ── path differentials ─────────────────────────────────────────────────────────────────────────

@@ -9,8 +9,10 @@
 
 use std::collections::HashSet;
 
-use http::header::{self, HeaderName};
-use http::HeaderMap;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Version};
+
+use crate::error::Refusal;
 
 type FastSet = HashSet<String, foldhash::fast::RandomState>;
 
@@ -25,6 +27,13 @@ const HOP_BY_HOP: &[&str] = &[
     "transfer-encoding",
     "upgrade",
 ];
+
+/// The h2c upgrade's settings (RFC 7540 §3.2.1, deprecated by RFC 9113 §3.1), meant for the immediate
+/// connection only; scopegate never honours the upgrade. A client is supposed to nominate it in
+/// `Connection`, but one that does not must not get it forwarded: it is dropped either way. Removed by
+/// name rather than through the first-byte table, which would send `Host` (every request) down the
+/// slow path.
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Identity and assertion headers that some upstream, somewhere, trusts. None of them may come from a
 /// client; scopegate sets the ones its profile needs itself.
@@ -158,6 +167,7 @@ impl Hygiene {
     pub fn scrub(&self, headers: &mut HeaderMap) {
         // The credential was consumed by identification; it never goes upstream.
         headers.remove(header::AUTHORIZATION);
+        headers.remove(HTTP2_SETTINGS);
         // `Trailer` announces the trailer fields to come (hyper only sends announced ones); it stays,
         // minus any name that would be dropped from the trailers anyway.
         if headers.contains_key(header::TRAILER) {
@@ -205,7 +215,10 @@ impl Hygiene {
     fn trailer_forbidden(&self, s: &str) -> bool {
         HOP_BY_HOP.contains(&s)
             || self.is_managed(s)
-            || matches!(s, "content-length" | "host" | "trailer" | "authorization")
+            || matches!(
+                s,
+                "content-length" | "host" | "trailer" | "authorization" | "http2-settings"
+            )
     }
 
     /// Trailers get the same treatment as headers (Traefik GHSA-v67p-phpq-fc8x smuggled names there).
@@ -262,26 +275,96 @@ pub fn connection_nominated(headers: &HeaderMap) -> Vec<String> {
     out
 }
 
-/// A WebSocket handshake over HTTP/1.1: `Connection` has an `upgrade` token (Firefox sends
-/// `keep-alive, Upgrade`) and `Upgrade` names `websocket`.
-pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
-    let connection_upgrade = headers.get_all(header::CONNECTION).iter().any(|v| {
+/// True when some `name` header lists `token` (comma-separated, compared case-insensitively).
+pub(crate) fn lists_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
         v.to_str()
-            .map(|s| {
-                s.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
-            .unwrap_or(false)
-    });
-    connection_upgrade
-        && headers.get_all(header::UPGRADE).iter().any(|v| {
-            v.to_str()
-                .map(|s| {
-                    s.split(',')
-                        .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
-                })
-                .unwrap_or(false)
-        })
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// A request that asks for a WebSocket: `Connection` has an `upgrade` token (Firefox sends
+/// `keep-alive, Upgrade`) and `Upgrade` names `websocket`. Only a claim — whether it is a valid opening
+/// handshake is [`websocket_handshake`]'s to say.
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    lists_token(headers, header::CONNECTION, "upgrade")
+        && lists_token(headers, header::UPGRADE, "websocket")
+}
+
+/// Checks that a request claiming a WebSocket upgrade is a valid opening handshake (RFC 6455 §4.1,
+/// §4.2.1) and returns its `Sec-WebSocket-Key`.
+///
+/// Anything less is refused rather than forwarded: an upgrade is relayed without a body, so a declared
+/// one would leave the upstream reading the client's first tunnel bytes as that body (two readings of
+/// one byte stream), and an upstream cannot prove a handshake without a real key. A refusal for a body closes the
+/// connection (see `Refusal::poisons_connection`): its bytes have no trustworthy reading.
+pub(crate) fn websocket_handshake<'h>(
+    method: &Method,
+    version: Version,
+    headers: &'h HeaderMap,
+) -> Result<&'h HeaderValue, Refusal> {
+    if version != Version::HTTP_11 {
+        return Err(Refusal::bad_request(
+            "websocket_http_version",
+            format!("a WebSocket upgrade is an HTTP/1.1 request; this one is {version:?}"),
+        ));
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(Refusal::bad_request(
+            "websocket_body",
+            "a WebSocket upgrade has no body; this one has Transfer-Encoding",
+        ));
+    }
+    if let Some(len) = headers.get(header::CONTENT_LENGTH) {
+        if len.to_str().ok().and_then(|l| l.parse::<u64>().ok()) != Some(0) {
+            return Err(Refusal::bad_request(
+                "websocket_body",
+                format!(
+                    "a WebSocket upgrade has no body; this one declares Content-Length: {}",
+                    String::from_utf8_lossy(len.as_bytes())
+                ),
+            ));
+        }
+    }
+    if method != Method::GET {
+        return Err(Refusal::bad_request(
+            "websocket_method",
+            format!("a WebSocket upgrade is a GET; this one is {method}"),
+        ));
+    }
+    let key = single(headers, header::SEC_WEBSOCKET_KEY)
+        .map_err(|why| Refusal::bad_request("websocket_key", format!("Sec-WebSocket-Key {why}")))?;
+    let decoded =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, key.as_bytes());
+    if !decoded.is_ok_and(|d| d.len() == 16) {
+        return Err(Refusal::bad_request(
+            "websocket_key",
+            "Sec-WebSocket-Key is not the base64 of 16 bytes",
+        ));
+    }
+    let v = single(headers, header::SEC_WEBSOCKET_VERSION).map_err(|why| {
+        Refusal::bad_request("websocket_version", format!("Sec-WebSocket-Version {why}"))
+    })?;
+    if v.as_bytes() != b"13" {
+        return Err(Refusal::bad_request(
+            "websocket_version",
+            format!(
+                "only WebSocket version 13 is supported; the request asks for {:?}",
+                String::from_utf8_lossy(v.as_bytes())
+            ),
+        ));
+    }
+    Ok(key)
+}
+
+/// The one value of a header that must appear exactly once, or what is wrong with it.
+fn single(headers: &HeaderMap, name: HeaderName) -> Result<&HeaderValue, &'static str> {
+    let mut all = headers.get_all(name).iter();
+    match (all.next(), all.next()) {
+        (Some(v), None) => Ok(v),
+        (None, _) => Err("is missing"),
+        (Some(_), Some(_)) => Err("was sent more than once"),
+    }
 }
 
 #[cfg(test)]
@@ -356,6 +439,32 @@ mod tests {
     }
 
     #[test]
+    fn http2_settings_goes_whether_or_not_connection_nominates_it() {
+        let h = hygiene();
+        for connection in [None, Some("keep-alive"), Some("Upgrade, HTTP2-Settings")] {
+            let mut headers = HeaderMap::new();
+            if let Some(c) = connection {
+                headers.insert("connection", HeaderValue::from_static(c));
+            }
+            headers.insert(
+                "http2-settings",
+                HeaderValue::from_static("AAMAAABkAAQAAP__"),
+            );
+            headers.insert("host", HeaderValue::from_static("gw"));
+            h.scrub(&mut headers);
+            let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+            assert_eq!(left, vec!["host"], "Connection: {connection:?}");
+        }
+        let mut trailers = HeaderMap::new();
+        trailers.insert(
+            "http2-settings",
+            HeaderValue::from_static("AAMAAABkAAQAAP__"),
+        );
+        h.scrub_trailers(&mut trailers);
+        assert!(trailers.is_empty());
+    }
+
+    #[test]
     fn smuggled_alias_from_trusted_peer_is_found() {
         let h = hygiene();
         let mut headers = HeaderMap::new();
@@ -393,5 +502,154 @@ mod tests {
         assert!(is_websocket_upgrade(&h));
         h.insert("upgrade", HeaderValue::from_static("h2c"));
         assert!(!is_websocket_upgrade(&h));
+    }
+
+    #[test]
+    fn only_a_complete_opening_handshake_is_an_upgrade() {
+        const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+        let get = Method::GET;
+        let post = Method::POST;
+        let h11 = Version::HTTP_11;
+        // (case, method, version, extra headers beyond Connection/Upgrade, expected code or None)
+        type Pairs = Vec<(&'static str, &'static str)>;
+        let cases: Vec<(&str, &Method, Version, Pairs, Option<&str>)> = vec![
+            (
+                "valid",
+                &get,
+                h11,
+                vec![("sec-websocket-key", KEY), ("sec-websocket-version", "13")],
+                None,
+            ),
+            (
+                "Content-Length: 0 is no body",
+                &get,
+                h11,
+                vec![
+                    ("content-length", "0"),
+                    ("sec-websocket-key", KEY),
+                    ("sec-websocket-version", "13"),
+                ],
+                None,
+            ),
+            (
+                "HTTP/1.0",
+                &get,
+                Version::HTTP_10,
+                vec![("sec-websocket-key", KEY), ("sec-websocket-version", "13")],
+                Some("websocket_http_version"),
+            ),
+            (
+                "POST with a body",
+                &post,
+                h11,
+                vec![
+                    ("content-length", "32"),
+                    ("sec-websocket-key", KEY),
+                    ("sec-websocket-version", "13"),
+                ],
+                Some("websocket_body"),
+            ),
+            (
+                "GET with a chunked body",
+                &get,
+                h11,
+                vec![
+                    ("transfer-encoding", "chunked"),
+                    ("sec-websocket-key", KEY),
+                    ("sec-websocket-version", "13"),
+                ],
+                Some("websocket_body"),
+            ),
+            (
+                "POST without a body",
+                &post,
+                h11,
+                vec![("sec-websocket-key", KEY), ("sec-websocket-version", "13")],
+                Some("websocket_method"),
+            ),
+            (
+                "no key",
+                &get,
+                h11,
+                vec![("sec-websocket-version", "13")],
+                Some("websocket_key"),
+            ),
+            (
+                "key of 12 bytes",
+                &get,
+                h11,
+                vec![
+                    ("sec-websocket-key", "AAAAAAAAAAAAAAAA"),
+                    ("sec-websocket-version", "13"),
+                ],
+                Some("websocket_key"),
+            ),
+            (
+                "key not base64",
+                &get,
+                h11,
+                vec![
+                    ("sec-websocket-key", "not base64 at all!!"),
+                    ("sec-websocket-version", "13"),
+                ],
+                Some("websocket_key"),
+            ),
+            (
+                "two keys",
+                &get,
+                h11,
+                vec![
+                    ("sec-websocket-key", KEY),
+                    ("sec-websocket-key", KEY),
+                    ("sec-websocket-version", "13"),
+                ],
+                Some("websocket_key"),
+            ),
+            (
+                "version 8",
+                &get,
+                h11,
+                vec![("sec-websocket-key", KEY), ("sec-websocket-version", "8")],
+                Some("websocket_version"),
+            ),
+            (
+                "no version",
+                &get,
+                h11,
+                vec![("sec-websocket-key", KEY)],
+                Some("websocket_version"),
+            ),
+            (
+                "version list",
+                &get,
+                h11,
+                vec![
+                    ("sec-websocket-key", KEY),
+                    ("sec-websocket-version", "13, 8"),
+                ],
+                Some("websocket_version"),
+            ),
+        ];
+        for (name, method, version, extra, expected) in cases {
+            let mut h = HeaderMap::new();
+            h.insert("connection", HeaderValue::from_static("Upgrade"));
+            h.insert("upgrade", HeaderValue::from_static("websocket"));
+            for (k, v) in extra {
+                h.append(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            assert!(is_websocket_upgrade(&h), "{name}");
+            let got = websocket_handshake(method, version, &h);
+            match expected {
+                None => assert_eq!(
+                    got.map(|k| k.as_bytes()).ok(),
+                    Some(KEY.as_bytes()),
+                    "{name}"
+                ),
+                Some(code) => assert_eq!(got.err().map(|r| r.code), Some(code), "{name}"),
+            }
+        }
     }
 }

@@ -22,13 +22,14 @@ use crate::assertion::AssertionInput;
 use crate::audit::{self, AuditRecord};
 use crate::error::{Reason, Refusal, RefusalKind};
 use crate::identity::forwarded::{self, Forwarded};
-use crate::identity::hygiene::is_websocket_upgrade;
+use crate::identity::hygiene::{is_websocket_upgrade, websocket_handshake};
 use crate::identity::{Identified, Peer, RequestFacts};
 use crate::policy::{canonical_path, decide, Decision, ScopeSet};
 use crate::runtime::Snapshot;
 use crate::server::Shared;
 use crate::upstream::body::{scrub_response_headers, RequestBody, ResponseBody};
 use crate::upstream::client::UpstreamClient;
+use crate::upstream::handshake::Offer;
 
 pub const JWKS_PATH: &str = "/.well-known/scopegate/jwks.json";
 pub const WHOAMI_PATH: &str = "/.scopegate/whoami";
@@ -187,8 +188,10 @@ impl Proxy {
         // ── limits per client address, now that the address is known ──────────────────────────
         snap.limiter
             .request_from(&cfg.limits, ex.forwarded.client_ip, ex.started)?;
-        ex.websocket = req.version() == Version::HTTP_11 && is_websocket_upgrade(req.headers());
+        ex.websocket = is_websocket_upgrade(req.headers());
         if ex.websocket {
+            // A claimed upgrade is a complete opening handshake, or nothing is forwarded.
+            websocket_handshake(&ex.method, req.version(), req.headers())?;
             check_origin(
                 &cfg.server.allowed_origins,
                 req.headers(),
@@ -374,6 +377,7 @@ impl Proxy {
         parts
             .headers
             .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let offer = Offer::of(&parts.headers);
         let t0 = Instant::now();
         let resp = client
             .send(Request::from_parts(parts, RequestBody::empty()), None)
@@ -392,6 +396,9 @@ impl Proxy {
                 ResponseBody::upstream(body, snap.config.server.idle_timeout, lease),
             ));
         }
+        // Only a verified handshake becomes a tunnel. On a refusal the response, its unclaimed upgrade
+        // and the unreleased lease are dropped here: the upstream connection closes, unpooled.
+        offer.verify(resp.status(), resp.headers())?;
         // The connection now belongs to the upgrade.
         drop(lease);
         let on_upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -544,31 +551,32 @@ fn check_origin(
     ))
 }
 
-/// HTTP/1 message framing must have exactly one reading (RFC 9112 §6): a message with both
-/// `Transfer-Encoding` and `Content-Length`, a repeated `Content-Length`, or a transfer coding other
-/// than a single `chunked` is refused, and the connection closed, rather than re-framed on a guess —
-/// that guess is what request smuggling exploits. HTTP/1.1 requires `Host`.
+/// HTTP/1 message framing must have exactly one reading (RFC 9112 §6): a repeated `Content-Length`
+/// or a transfer coding other than a single `chunked` is refused, and the connection closed, rather
+/// than re-framed on a guess — that guess is what request smuggling exploits. (A message with both
+/// `Transfer-Encoding` and `Content-Length` is settled by hyper before it gets here.) HTTP/1.1
+/// requires `Host`.
 fn check_framing(req: &Request<Incoming>) -> Result<(), Refusal> {
     if req.version() >= Version::HTTP_2 {
         return Ok(());
     }
     let headers = req.headers();
-    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-    let has_length = lengths.next().is_some();
-    if lengths.next().is_some() {
+    if headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
         return Err(Refusal::bad_request(
             "duplicate_content_length",
             "Content-Length was sent more than once",
         ));
     }
+    // No case for both Transfer-Encoding and Content-Length: hyper's parser never hands one over. It
+    // drops Content-Length, frames the body by chunked (RFC 9112 §6.3) and closes the connection
+    // after the response, so bytes after the chunked body are never read as a request.
     let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
     if let Some(coding) = codings.next() {
-        if has_length {
-            return Err(Refusal::bad_request(
-                "ambiguous_framing",
-                "the request has both Transfer-Encoding and Content-Length",
-            ));
-        }
         let chunked_only = coding
             .to_str()
             .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));

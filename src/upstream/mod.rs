@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod client;
+pub(crate) mod handshake;
 pub mod openclaw;
 pub mod pool;
 pub mod websocket;

@@ -35,6 +35,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::error::{Reason, Refusal, RefusalKind};
+use crate::identity::hygiene::websocket_handshake;
 use crate::identity::Identity;
 use crate::policy::{decide, ScopeSet};
 use crate::runtime::Snapshot;
@@ -42,6 +43,7 @@ use crate::server::stack::{ConnInfo, Exchange};
 use crate::server::Shared;
 use crate::upstream::body::{RequestBody, ResponseBody};
 use crate::upstream::client::UpstreamClient;
+use crate::upstream::handshake::Offer;
 use crate::upstream::openclaw::preauth::{Budgeted, PRE_AUTH_BUDGET};
 
 /// The gateway caps pre-auth frames at 64 KiB; so does scopegate.
@@ -56,26 +58,9 @@ pub fn accept(
     mut req: Request<Incoming>,
     ex: &mut Exchange,
 ) -> Result<Response<ResponseBody>, Refusal> {
+    // `Proxy::process` checked this already; checked again because the answer needs the key.
     let headers = req.headers();
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .map(|v| v.as_bytes())
-        != Some(b"13")
-    {
-        return Err(Refusal::bad_request(
-            "websocket_version",
-            "only WebSocket version 13 is supported",
-        ));
-    }
-    let key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .filter(|k| {
-            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, k.as_bytes())
-                .is_ok_and(|d| d.len() == 16)
-        })
-        .ok_or_else(|| {
-            Refusal::bad_request("websocket_key", "Sec-WebSocket-Key is missing or malformed")
-        })?;
+    let key = websocket_handshake(req.method(), req.version(), headers)?;
     // Counted until its credential is verified (or it goes away): holding sockets open without one
     // is capped per address and in all.
     let waiting = snap
@@ -387,21 +372,21 @@ impl Session {
             &forwarded_path,
             None,
         );
+        let offer = Offer::of(req.headers());
         let (mut resp, _upgrade_owns_the_connection) =
             self.client.send(req, None).await.map_err(|r| WsRefusal {
                 code: "UNAVAILABLE",
                 close: CloseCode::Error,
                 refusal: r,
             })?;
-        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            return Err(unavailable(
-                "upstream_refused_upgrade",
-                format!(
-                    "the gateway refused the WebSocket upgrade with status {}",
-                    resp.status()
-                ),
-            ));
-        }
+        // Only a verified handshake is spoken to; on a refusal the connection is dropped with `resp`.
+        offer
+            .verify(resp.status(), resp.headers())
+            .map_err(|refusal| WsRefusal {
+                code: "UNAVAILABLE",
+                close: CloseCode::Error,
+                refusal,
+            })?;
         let up = hyper::upgrade::on(&mut resp).await.map_err(|e| {
             unavailable(
                 "upstream_upgrade",
