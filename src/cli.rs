@@ -341,6 +341,35 @@ fn check(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `[limits]` as `check` shows it: each bucket's rate and burst, or "off".
+fn limits_table(l: &crate::config::LimitsConfig) -> String {
+    let rate = |r: Option<crate::config::RateLimit>| match r {
+        None => "off".to_string(),
+        Some(r) => format!(
+            "{}/{} (bursts of {})",
+            r.count,
+            humantime::format_duration(r.period),
+            r.burst
+        ),
+    };
+    let cap = |n: usize| {
+        if n == 0 {
+            "no cap".to_string()
+        } else {
+            n.to_string()
+        }
+    };
+    format!(
+        "  requests per address         {}\n  requests per identity        {}\n  failed authentications       {} per address; then 429 before any signature check\n  unauthenticated WebSockets   {} per address, {} in all\n  table size                   {} entries per limit (fixed)",
+        rate(l.address_requests),
+        rate(l.identity_requests),
+        rate(l.failed_auth),
+        cap(l.unauthenticated_websockets_per_address),
+        cap(l.unauthenticated_websockets_total),
+        l.table_size
+    )
+}
+
 /// The effective policy as text: sources, routes, grants and the scope closure.
 pub fn policy_table(snap: &Snapshot) -> String {
     use std::fmt::Write;
@@ -429,6 +458,11 @@ pub fn policy_table(snap: &Snapshot) -> String {
             t.groups_header.as_ref().map(|h| h.as_str()).unwrap_or("-")
         );
     }
+    let _ = writeln!(
+        out,
+        "\nlimits (per client address after trusted hops; per instance)"
+    );
+    let _ = writeln!(out, "{}", limits_table(&cfg.limits));
     let _ = writeln!(
         out,
         "\nroutes (first match wins{})",

@@ -1211,6 +1211,54 @@ user_header = "X-Forwarded-User"
     }
 
     #[test]
+    fn limits_are_on_by_default_and_validated_with_lines() {
+        let base = "[upstream]\nurl = \"http://127.0.0.1:1\"\n";
+        let c = parse(base).unwrap();
+        let minute = Duration::from_secs(60);
+        assert_eq!(
+            c.limits.failed_auth,
+            Some(RateLimit {
+                count: 20,
+                period: minute,
+                burst: 20
+            })
+        );
+        assert_eq!(c.limits.address_requests.map(|r| r.count), Some(1000));
+        assert_eq!(c.limits.identity_requests.map(|r| r.count), Some(1000));
+        assert_eq!(c.limits.unauthenticated_websockets_per_address, 16);
+        assert_eq!(c.limits.table_size, 65_536);
+
+        let off = parse(&format!("{base}[limits]\nenabled = false\n")).unwrap();
+        assert_eq!(off.limits, LimitsConfig::off());
+        let custom = parse(&format!(
+            "{base}[limits]\nfailed_auth_per_address = \"5/h\"\nfailed_auth_burst = 3\nrequests_per_identity = \"off\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            custom.limits.failed_auth,
+            Some(RateLimit {
+                count: 5,
+                period: Duration::from_secs(3600),
+                burst: 3
+            })
+        );
+        assert_eq!(custom.limits.identity_requests, None);
+
+        for (bad, line, says) in [
+            ("requests_per_address = \"fast\"", 4, "invalid rate"),
+            ("requests_per_address = \"0/s\"", 4, "allows nothing"),
+            ("failed_auth_burst = 0", 4, "failed_auth_burst"),
+            ("table_size = 10", 4, "table_size"),
+            ("per_address = 1", 4, "unknown field"),
+        ] {
+            let e = parse(&format!("{base}[limits]\n{bad}\n")).unwrap_err();
+            let p = &e.problems[0];
+            assert_eq!(p.line, line, "{bad}: {e}");
+            assert!(p.message.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_errors_with_line() {
         let e = parse("[upstream]\nurl = \"http://x:1\"\nbogus = 1\n").unwrap_err();
         let s = e.to_string();
