@@ -6,6 +6,9 @@
 #   SG_LISTEN (required), SG_UPSTREAM (required, host:port), SG_ISSUER (default https://idp.bench),
 #   SG_WORKERS (default 2); written only when set: SG_ADMIN (admin listener), SG_MAX_CONN,
 #   SG_CACHE (token cache size), SG_REUSE (assertion reuse), SG_POOL_IDLE (upstream pool idle timeout).
+#   SG_AUDIT=1 leaves [log] at scopegate's defaults (level "info", one audit line per request, to
+#   stderr: the scripts send stderr to a file); otherwise level "warn" and `audit = false`, as before.
+#   SG_EXTRA_TOML, when set, is appended verbatim at the end (e.g. $'[limits]\nenabled = false').
 sg_config() {
   local file=$1
   : "${SG_LISTEN:?sg_config needs SG_LISTEN}" "${SG_UPSTREAM:?sg_config needs SG_UPSTREAM}"
@@ -30,8 +33,11 @@ sg_config() {
     echo "[assertion]"
     echo "key_file = \"assertion-ed25519.pem\""
     [ -n "${SG_REUSE:-}" ] && echo "reuse = \"$SG_REUSE\""
-    echo "[log]"
-    echo "level = \"warn\""
-    echo "audit = false"
+    if [ "${SG_AUDIT:-0}" != 1 ]; then
+      echo "[log]"
+      echo "level = \"warn\""
+      echo "audit = false"
+    fi
+    if [ -n "${SG_EXTRA_TOML:-}" ]; then printf '%s\n' "$SG_EXTRA_TOML"; fi
   } > "$file"
 }
