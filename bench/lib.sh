@@ -8,7 +8,10 @@
 #   SG_CACHE (token cache size), SG_REUSE (assertion reuse), SG_POOL_IDLE (upstream pool idle timeout).
 #   SG_AUDIT=1 leaves [log] at scopegate's defaults (level "info", one audit line per request, to
 #   stderr: the scripts send stderr to a file); otherwise level "warn" and `audit = false`, as before.
-#   SG_EXTRA_TOML, when set, is appended verbatim at the end (e.g. $'[limits]\nenabled = false').
+#   SG_LIMITS is the body of [limits]. By default the limits stay on (their cost is measured) with
+#   request rates no load generator on one address reaches: a benchmark measures the work, not the
+#   refusals. SG_LIMITS='enabled = false' turns them off.
+#   SG_EXTRA_TOML, when set, is appended verbatim at the end.
 sg_config() {
   local file=$1
   : "${SG_LISTEN:?sg_config needs SG_LISTEN}" "${SG_UPSTREAM:?sg_config needs SG_UPSTREAM}"
@@ -38,6 +41,9 @@ sg_config() {
       echo "level = \"warn\""
       echo "audit = false"
     fi
+    echo "[limits]"
+    printf '%s\n' "${SG_LIMITS:-requests_per_address = \"1000000000/s\"
+requests_per_identity = \"1000000000/s\"}"
     if [ -n "${SG_EXTRA_TOML:-}" ]; then printf '%s\n' "$SG_EXTRA_TOML"; fi
   } > "$file"
 }

@@ -34,8 +34,11 @@ ulimit -n 65536 2>/dev/null || true
 "$SB" tokens --key "$WORK/idp-es256.pem" --count 1 --issuer https://idp.soak --audience openclaw --out "$WORK/writer.txt" --scope "operator.read operator.write"
 
 UP=127.0.0.1:18280
+# The soak's bad-token traffic comes from one address: the failed-authentication lockout would turn
+# its expected 401s into 429s, so that one limit is off here (hostile.rs tests it).
 SG_LISTEN=127.0.0.1:18281 SG_ADMIN=127.0.0.1:18289 SG_UPSTREAM=$UP SG_ISSUER=https://idp.soak \
-  SG_POOL_IDLE=3s sg_config "$WORK/scopegate.toml"
+  SG_POOL_IDLE=3s SG_LIMITS=$'requests_per_address = "1000000000/s"\nrequests_per_identity = "1000000000/s"\nfailed_auth_per_address = "off"' \
+  sg_config "$WORK/scopegate.toml"
 
 "$SB" upstream --listen $UP --body-bytes 1024 --threads 1 2>/dev/null & PIDS+=($!)
 (cd "$WORK" && exec "$SG" --log-format json run --config "$WORK/scopegate.toml" 2>"$WORK/scopegate.log") & SGPID=$!; PIDS+=($SGPID)
