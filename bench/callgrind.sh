@@ -30,6 +30,8 @@ trap cleanup EXIT
 TOKEN=$(cat "$WORK/token.txt")
 UP=127.0.0.1:18280
 SG_LISTEN=127.0.0.1:18281 SG_UPSTREAM=$UP SG_WORKERS=1 sg_config "$WORK/sg.toml"
+# The same with [limits] off: what the abuse limits cost on the cached-token path.
+SG_LISTEN=127.0.0.1:18283 SG_UPSTREAM=$UP SG_WORKERS=1 SG_LIMITS='enabled = false' sg_config "$WORK/sg-nolimits.toml"
 cat > "$WORK/nginx.conf" <<EOT
 worker_processes 1;
 master_process off;
@@ -78,4 +80,5 @@ measure() {
 
 wait_port "${UP##*:}" 2>/dev/null || true
 measure scopegate 18281 "$SG" --log-format json run --config "$WORK/sg.toml"
+measure scopegate_limits_off 18283 "$SG" --log-format json run --config "$WORK/sg-nolimits.toml"
 measure nginx 18282 nginx -c "$WORK/nginx.conf"

@@ -68,8 +68,9 @@ struct Gcra {
 
 impl Gcra {
     fn new(rate: RateLimit) -> Gcra {
-        let ns = rate.period.as_nanos() / u128::from(rate.count.max(1));
-        let interval = ((ns >> TICK_SHIFT) as u64).max(1);
+        // Periods are at most an hour, so nanoseconds fit a u64 (no 128-bit division per request).
+        let period = u64::try_from(rate.period.as_nanos()).unwrap_or(u64::MAX);
+        let interval = ((period / rate.count.max(1)) >> TICK_SHIFT).max(1);
         Gcra {
             interval,
             tolerance: interval.saturating_mul(rate.burst.max(1)),
@@ -222,12 +223,19 @@ impl RateTable {
     }
 }
 
+/// A key's 64-bit tag. Keys are hashed with one random seed per process, so nobody can aim addresses
+/// at one set, and a tag stays valid across limiters (an identity may keep its own, see
+/// [`Limiter::request_by`]).
+pub fn key_tag(key: impl Hash) -> u64 {
+    static SEED: std::sync::OnceLock<foldhash::fast::RandomState> = std::sync::OnceLock::new();
+    // 0 marks an unused slot.
+    SEED.get_or_init(Default::default).hash_one(key) | 1
+}
+
 /// The process's abuse limiter. Its tables outlive config reloads (a reload does not forgive a
 /// locked-out address); its parameters come from the current snapshot's `[limits]`.
 pub struct Limiter {
     epoch: Instant,
-    /// Keys are hashed with a per-process random seed, so nobody can aim addresses at one set.
-    hasher: foldhash::fast::RandomState,
     address_requests: RateTable,
     identity_requests: RateTable,
     failed_auth: RateTable,
@@ -247,7 +255,6 @@ impl Limiter {
         let size = table_size.max(64);
         Limiter {
             epoch: Instant::now(),
-            hasher: foldhash::fast::RandomState::default(),
             address_requests: RateTable::new(size),
             identity_requests: RateTable::new(size),
             failed_auth: RateTable::new(size),
@@ -267,8 +274,7 @@ impl Limiter {
     }
 
     fn tag(&self, key: impl Hash) -> u64 {
-        // 0 marks an unused slot.
-        self.hasher.hash_one(key) | 1
+        key_tag(key)
     }
 
     fn take(
@@ -310,19 +316,15 @@ impl Limiter {
     }
 
     /// One request by `subject` (after identification).
-    pub fn request_by(
-        &self,
-        cfg: &LimitsConfig,
-        subject: &str,
-        at: Instant,
-    ) -> Result<(), Refusal> {
+    /// `tag` is [`key_tag`] of the subject, which a cached identity computes once.
+    pub fn request_by(&self, cfg: &LimitsConfig, tag: u64, at: Instant) -> Result<(), Refusal> {
         let Some(rate) = cfg.identity_requests else {
             return Ok(());
         };
         self.take(
             &self.identity_requests,
             LimitKind::IdentityRequests,
-            self.tag(subject),
+            tag,
             at,
             rate,
         )
@@ -562,13 +564,14 @@ mod tests {
         let l = Limiter::new(64);
         let c = cfg(None, None);
         let t = Instant::now();
-        assert!(l.request_by(&c, "alice", t).is_ok());
-        assert!(l.request_by(&c, "alice", t).is_ok());
+        let (alice, bob) = (key_tag("alice"), key_tag("bob"));
+        assert!(l.request_by(&c, alice, t).is_ok());
+        assert!(l.request_by(&c, alice, t).is_ok());
         assert_eq!(
-            l.request_by(&c, "alice", t).unwrap_err().code,
+            l.request_by(&c, alice, t).unwrap_err().code,
             "identity_requests"
         );
-        assert!(l.request_by(&c, "bob", t).is_ok());
+        assert!(l.request_by(&c, bob, t).is_ok());
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub struct Identity {
     /// The profile's user-header value for this identity, made on first use (identities live in one
     /// config snapshot, so it cannot go stale).
     pub gateway_header: std::sync::OnceLock<Option<http::HeaderValue>>,
+    /// The subject's key in the per-identity rate table, hashed on first use.
+    pub limit_tag: std::sync::OnceLock<u64>,
 }
 
 impl Identity {
@@ -115,6 +117,7 @@ impl Identity {
             expires_at: None,
             notes: Vec::new(),
             gateway_header: std::sync::OnceLock::new(),
+            limit_tag: std::sync::OnceLock::new(),
         }
     }
 

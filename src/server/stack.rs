@@ -244,8 +244,10 @@ impl Proxy {
             }
         };
         if let Some(id) = &ex.identified.identity {
-            snap.limiter
-                .request_by(&cfg.limits, &id.subject, ex.started)?;
+            let tag = *id
+                .limit_tag
+                .get_or_init(|| crate::limits::key_tag(id.subject.as_str()));
+            snap.limiter.request_by(&cfg.limits, tag, ex.started)?;
         }
 
         if ex.path() == WHOAMI_PATH && matches!(ex.method, Method::GET | Method::HEAD) {
