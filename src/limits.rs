@@ -101,6 +101,20 @@ enum Taken {
     Refused { wait: Duration },
 }
 
+/// `n` zeroed atomics from a zeroed allocation: the allocator hands out fresh pages without writing
+/// them, so an idle table costs address space, not resident memory (three default tables are 3 MiB;
+/// written element by element they raised idle RSS from 13.6 to 16.6 MiB).
+fn zeroed_atomics(n: usize) -> Box<[AtomicU64]> {
+    const _: () = assert!(
+        std::mem::size_of::<AtomicU64>() == std::mem::size_of::<u64>()
+            && std::mem::align_of::<AtomicU64>() == std::mem::align_of::<u64>()
+    );
+    let plain: Box<[u64]> = vec![0u64; n].into_boxed_slice();
+    // SAFETY: `AtomicU64` has the same size and bit validity as `u64` (its documentation) and, as
+    // asserted above, the same alignment; the slice is uniquely owned and moves whole.
+    unsafe { Box::from_raw(Box::into_raw(plain) as *mut [AtomicU64]) }
+}
+
 fn pack(tat: u64, tag: u64) -> u64 {
     (tat << 8) | (tag & TAG_MASK)
 }
@@ -118,10 +132,9 @@ impl RateTable {
     fn new(size: usize) -> RateTable {
         let sets = (size / WAYS).max(1).next_power_of_two();
         let slots = sets * WAYS;
-        let zeroed = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect::<Box<[_]>>();
         RateTable {
-            keys: zeroed(slots),
-            cells: zeroed(slots),
+            keys: zeroed_atomics(slots),
+            cells: zeroed_atomics(slots),
             set_mask: sets - 1,
         }
     }
