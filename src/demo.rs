@@ -146,10 +146,7 @@ audit = true
     let config = Config::load(&config_path).map_err(|e| e.to_string())?;
     let proxy = crate::server::start(config)?;
     let proxy_addr = proxy.addr.ok_or("the demo listens on TCP")?;
-    let _ = proxy_jwks_url.set(format!(
-        "http://{proxy_addr}{}",
-        crate::server::stack::JWKS_PATH
-    ));
+    let _ = proxy_jwks_url.set(format!("http://{proxy_addr}{}", crate::proxy::JWKS_PATH));
 
     let key = tokens::encoding_key(
         JwtAlgorithm::EdDSA,
@@ -247,7 +244,7 @@ Press Ctrl-C to stop."#,
             writer = t.writer,
             admin = t.admin,
             api = t.api_token,
-            jwks = crate::server::stack::JWKS_PATH,
+            jwks = crate::proxy::JWKS_PATH,
             addr = self.proxy_addr,
         )
     }

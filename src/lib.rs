@@ -24,6 +24,7 @@ pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod properties;
+pub mod proxy;
 pub mod runtime;
 pub mod server;
 pub mod tokens;

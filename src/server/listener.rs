@@ -4,7 +4,6 @@
 //! Each worker thread has its own TCP listener on the same port (`SO_REUSEPORT`), so the kernel spreads
 //! connections across event loops the way nginx's `reuseport` does; a unix socket is shared.
 
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,15 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ListenAddr, ServerConfig};
 use crate::identity::Peer;
+use crate::proxy::{ConnInfo, Worker};
 use crate::server::io::{detect_h2, ServerIo, Stream};
-use crate::server::stack::{ConnInfo, Proxy};
-use crate::upstream::body::ResponseBody;
 
 /// A bound listener not yet attached to a runtime (std types, so they can move to worker threads).
 pub enum BoundListener {
@@ -120,7 +119,7 @@ impl Listener {
 }
 
 /// Runs one worker's accept loop until draining starts, then waits for its connections to finish.
-pub async fn run_worker(proxy: Arc<Proxy>, bound: BoundListener, limit: Arc<Semaphore>) {
+pub async fn run_worker(proxy: Arc<Worker>, bound: BoundListener, limit: Arc<Semaphore>) {
     let shared = proxy.shared.clone();
     let listener = match Listener::attach(bound) {
         Ok(l) => l,
@@ -159,7 +158,7 @@ pub async fn run_worker(proxy: Arc<Proxy>, bound: BoundListener, limit: Arc<Sema
 }
 
 async fn serve_connection(
-    proxy: Arc<Proxy>,
+    proxy: Arc<Worker>,
     stream: Stream,
     peer: Peer,
     _permit: OwnedSemaphorePermit,
@@ -203,20 +202,7 @@ async fn serve_connection(
         }
     };
     let conn_info = Arc::new(ConnInfo::new(peer, tls));
-    let svc_proxy = proxy.clone();
-    // Panics are caught per request (500, the process keeps serving). tower-http's CatchPanic would
-    // box every response body; catching around the handler future costs nothing on the hot path.
-    let service = hyper::service::service_fn(move |req| {
-        let proxy = svc_proxy.clone();
-        let conn = conn_info.clone();
-        async move {
-            let handled = std::panic::AssertUnwindSafe(async { proxy.handle(&conn, req).await });
-            Ok::<_, Infallible>(match futures_util::FutureExt::catch_unwind(handled).await {
-                Ok(resp) => resp,
-                Err(_) => panic_response(),
-            })
-        }
-    });
+    let service = TowerToHyperService::new(crate::proxy::stack(proxy.clone(), conn_info));
     let draining = proxy.shared.draining.clone();
     let io = TokioIo::new(io);
     if h2 {
@@ -265,14 +251,4 @@ async fn serve_connection(
 /// 431 JSON body; only far larger heads get hyper's bare 431.
 fn hyper_header_limit(server: &ServerConfig) -> usize {
     (server.max_header_bytes * 2).max(64 * 1024)
-}
-
-fn panic_response() -> http::Response<ResponseBody> {
-    tracing::error!("request handler panicked; answered 500 and kept serving");
-    crate::error::Refusal::new(
-        crate::error::RefusalKind::Internal,
-        "internal_error",
-        "scopegate hit an internal error handling this request",
-    )
-    .to_response("-")
 }

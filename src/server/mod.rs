@@ -11,7 +11,6 @@ pub mod explain;
 pub mod io;
 pub mod listener;
 pub mod reload;
-pub mod stack;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -224,7 +223,7 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
         tracing::warn!(
             kid = snap.assertion.kid(),
             "no [assertion] key configured: signing with an ephemeral key; upstreams must fetch {}",
-            stack::JWKS_PATH
+            crate::proxy::JWKS_PATH
         );
     }
     let (bound, addr) = listener::bind(
@@ -316,7 +315,7 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
                         return;
                     }
                 };
-                let proxy = Arc::new(stack::Proxy::new(shared));
+                let proxy = Arc::new(crate::proxy::Worker::new(shared));
                 rt.block_on(listener::run_worker(proxy, b, limit));
             })
             .map_err(|e| e.to_string())?;

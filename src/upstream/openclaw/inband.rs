@@ -38,8 +38,8 @@ use crate::error::{Reason, Refusal, RefusalKind};
 use crate::identity::hygiene::websocket_handshake;
 use crate::identity::Identity;
 use crate::policy::{decide, ScopeSet};
+use crate::proxy::Context;
 use crate::runtime::Snapshot;
-use crate::server::stack::{ConnInfo, Exchange};
 use crate::server::Shared;
 use crate::upstream::body::{RequestBody, ResponseBody};
 use crate::upstream::client::UpstreamClient;
@@ -52,20 +52,19 @@ const MAX_CONNECT_FRAME: usize = 64 * 1024;
 /// Accepts the upgrade and runs the in-band handshake in the background. Returns the `101`.
 pub fn accept(
     shared: Arc<Shared>,
-    snap: Arc<Snapshot>,
     client: Arc<UpstreamClient>,
-    conn: ConnInfo,
+    ctx: &Context,
     mut req: Request<Incoming>,
-    ex: &mut Exchange,
 ) -> Result<Response<ResponseBody>, Refusal> {
-    // `Proxy::process` checked this already; checked again because the answer needs the key.
+    let snap = ctx.snap.clone();
+    // Hygiene checked this already; checked again because the answer needs the key.
     let headers = req.headers();
     let key = websocket_handshake(req.method(), req.version(), headers)?;
     // Counted until its credential is verified (or it goes away): holding sockets open without one
     // is capped per address and in all.
     let waiting = snap
         .limiter
-        .unauthenticated_websocket(&snap.config.limits, ex.forwarded.client_ip)?;
+        .unauthenticated_websocket(&snap.config.limits, ctx.forwarded.client_ip)?;
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let origin = headers.get(header::ORIGIN).cloned();
     let user_agent = headers.get(header::USER_AGENT).cloned();
@@ -74,17 +73,17 @@ pub fn accept(
     let session = Session {
         snap,
         client,
-        conn,
-        request_id: ex.request_id.clone(),
-        path: ex.path().to_string(),
+        request_id: ctx.request_id.clone(),
+        path: ctx.path().to_string(),
         path_and_query,
-        forwarded: ex.forwarded.clone(),
+        forwarded: ctx.forwarded.clone(),
         origin,
         user_agent,
         stop: shared.stop.clone(),
         waiting: Some(waiting),
+        ctx: ctx.clone(),
     };
-    let request_id = ex.request_id.clone();
+    let request_id = ctx.request_id.clone();
     shared.tracker.spawn(async move {
         match on_upgrade.await {
             Ok(up) => {
@@ -99,7 +98,7 @@ pub fn accept(
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, "websocket")
         .header(header::SEC_WEBSOCKET_ACCEPT, accept)
-        .header("x-request-id", ex.request_id.clone())
+        .header("x-request-id", ctx.request_id.clone())
         .body(ResponseBody::empty())
         .map_err(|_| {
             Refusal::new(
@@ -113,7 +112,6 @@ pub fn accept(
 struct Session {
     snap: Arc<Snapshot>,
     client: Arc<UpstreamClient>,
-    conn: ConnInfo,
     request_id: HeaderValue,
     path: String,
     path_and_query: Option<http::uri::PathAndQuery>,
@@ -123,6 +121,8 @@ struct Session {
     stop: tokio_util::sync::CancellationToken,
     /// This socket's place in the unauthenticated-WebSocket count, released once it authenticates.
     waiting: Option<crate::limits::WebsocketGuard>,
+    /// The upgrade request's context; the in-band credential's identity and decision go into it.
+    ctx: Context,
 }
 
 type ClientWs = WebSocketStream<Budgeted<TokioIo<hyper::upgrade::Upgraded>>>;
@@ -222,7 +222,7 @@ impl Session {
     }
 
     /// Verifies the in-band credential and decides the WebSocket route for it.
-    async fn authorise(&self, frame: &Value) -> Result<(Arc<Identity>, ScopeSet), WsRefusal> {
+    async fn authorise(&mut self, frame: &Value) -> Result<(Arc<Identity>, ScopeSet), WsRefusal> {
         let params = frame.get("params").cloned().unwrap_or(Value::Null);
         let auth = params.get("auth");
         let token = auth
@@ -242,26 +242,9 @@ impl Session {
                 refusal: Refusal::no_credential(why),
             });
         };
-        let limiter = &self.snap.limiter;
-        let attempt = limiter
-            .auth_attempt(
-                &self.snap.config.limits,
-                self.forwarded.client_ip,
-                std::time::Instant::now(),
-            )
-            .map_err(|refusal| WsRefusal {
-                code: "UNAVAILABLE",
-                close: CloseCode::Policy,
-                refusal,
-            })?;
-        let verified = self
-            .snap
-            .sources
-            .verify_bearer(&self.snap.policy, token)
-            .await;
-        if !matches!(&verified, Err(r) if r.kind == RefusalKind::Unauthorized) {
-            limiter.auth_succeeded(attempt);
-        }
+        let verified =
+            crate::proxy::identify::verify_bearer(&self.snap, token, self.forwarded.client_ip)
+                .await;
         let identity = verified.map_err(|refusal| WsRefusal {
             code: if refusal.kind == RefusalKind::ServiceUnavailable {
                 "UNAVAILABLE"
@@ -278,17 +261,26 @@ impl Session {
                 .parse(list.iter().filter_map(Value::as_str))
                 .0
         });
-        let route = self.snap.policy.routes.find(&Method::GET, &self.path, true);
-        let decision = decide(&self.snap.policy, Some(&identity), route, requested);
-        if let Some(refusal) =
-            decision.refusal(&self.snap.policy, Some(&identity), &Method::GET, &self.path)
-        {
-            return Err(WsRefusal {
+        // The same decision as for any request, now with the identity the frame carried.
+        self.ctx.identified = crate::identity::Identified {
+            identity: Some(identity.clone()),
+            seen: Vec::new(),
+            anonymous_reason: None,
+        };
+        crate::proxy::authorise::authorise(&mut self.ctx, requested).map_err(|refusal| {
+            WsRefusal {
                 code: "FORBIDDEN",
                 close: CloseCode::Policy,
                 refusal,
+            }
+        })?;
+        let Some(decision) = self.ctx.decision else {
+            return Err(WsRefusal {
+                code: "FORBIDDEN",
+                close: CloseCode::Policy,
+                refusal: Refusal::new(RefusalKind::Forbidden, "denied", "no decision was made"),
             });
-        }
+        };
         self.audit(
             Some(&identity),
             "allow",
@@ -339,34 +331,23 @@ impl Session {
         if let Some(ua) = &self.user_agent {
             req.headers_mut().insert(header::USER_AGENT, ua.clone());
         }
-        let ex = Exchange {
-            request_id: self.request_id.clone(),
-            started: std::time::Instant::now(),
-            method: Method::GET,
-            uri: http::Uri::try_from(self.path.as_str()).unwrap_or_default(),
-            websocket: true,
-            forwarded: self.forwarded.clone(),
-            identified: crate::identity::Identified {
-                identity: Some(identity.clone()),
-                seen: Vec::new(),
-                anonymous_reason: None,
-            },
-            decision: None,
-            route: None,
-            upstream_time: None,
-            in_band: true,
-        };
-        let route = self.snap.policy.routes.find(&Method::GET, &self.path, true);
-        let decision = decide(&self.snap.policy, Some(identity), route, None);
+        let forwarded_path =
+            crate::proxy::inject::forwarded_path(&self.snap.config.upstream.base_path, &self.path);
         let decision = crate::policy::Decision {
             effective,
-            ..decision
+            ..self.ctx.decision.unwrap_or_else(|| {
+                decide(
+                    &self.snap.policy,
+                    Some(identity),
+                    self.ctx.route.unwrap_or_else(|| {
+                        self.snap.policy.routes.find(&Method::GET, &self.path, true)
+                    }),
+                    None,
+                )
+            })
         };
-        let forwarded_path = self.client.forwarded_path(&self.path).into_owned();
-        crate::server::stack::inject(
-            &self.snap,
-            &ex,
-            &self.conn,
+        crate::proxy::inject::set_upstream_headers(
+            &self.ctx,
             req.headers_mut(),
             &decision,
             &forwarded_path,

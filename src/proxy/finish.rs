@@ -1,0 +1,256 @@
+//! Finish: the outermost layer. It opens the request's context (snapshot, request id, clock), and
+//! when the stack below has answered it renders a refusal as the contract's JSON, writes the audit
+//! line and the metrics from the one context value, and catches a panic below as a 500 so the
+//! process keeps serving. Audit and metrics are written at response-header time.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context as TaskContext, Poll};
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response};
+use tower::Service;
+
+use super::context::{ConnInfo, Context, Done, Exchange};
+use crate::audit::{self, AuditRecord};
+use crate::error::{Refusal, RefusalKind};
+use crate::runtime::Snapshot;
+use crate::server::Shared;
+use crate::upstream::body::ResponseBody;
+
+/// The finish layer, made per connection (it knows the connection's peer).
+#[derive(Clone)]
+pub struct Finish {
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+}
+
+impl Finish {
+    pub fn new(shared: Arc<Shared>, conn: Arc<ConnInfo>) -> Finish {
+        Finish { shared, conn }
+    }
+}
+
+impl<S> tower::Layer<S> for Finish {
+    type Service = FinishService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        FinishService {
+            finish: self.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct FinishService<S> {
+    finish: Finish,
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for FinishService<S>
+where
+    S: Service<Exchange<B>, Response = Done, Error = Infallible>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = FinishFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let Finish { shared, conn } = &self.finish;
+        let snap = shared.snapshot.load_full();
+        let request_id = request_id(&shared.boot_id, &snap, conn, &req);
+        let ctx = Context::new(snap, conn.clone(), request_id, &req);
+        FinishFuture {
+            inner: self.inner.call(Exchange { ctx, req }),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Waits for the stack's answer and finishes it.
+    pub struct FinishFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future<Output = Result<Done, Infallible>>> Future for FinishFuture<F> {
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let inner = self.project().inner;
+        // Panics are caught per request (500, the process keeps serving). tower-http's CatchPanic
+        // would box every response body; catching around the poll costs nothing on the hot path.
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
+        let Ok(Done { ctx, outcome }) = ready!(match polled {
+            Ok(p) => p,
+            Err(_) => return Poll::Ready(Ok(panic_response())),
+        });
+        Poll::Ready(Ok(answer(&ctx, outcome)))
+    }
+}
+
+/// The response for an outcome, after its audit line and metrics.
+fn answer(
+    ctx: &Context,
+    outcome: Result<Response<ResponseBody>, Refusal>,
+) -> Response<ResponseBody> {
+    match outcome {
+        Ok(resp) => {
+            record(ctx, &resp, None);
+            resp
+        }
+        Err(refusal) => {
+            let rid = ctx.request_id.to_str().unwrap_or("-");
+            let mut resp = refusal.to_response::<ResponseBody>(rid);
+            if refusal.poisons_connection() {
+                // The rest of the connection's bytes have no trustworthy reading.
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            record(ctx, &resp, Some(&refusal));
+            resp
+        }
+    }
+}
+
+fn panic_response() -> Response<ResponseBody> {
+    tracing::error!("request handler panicked; answered 500 and kept serving");
+    Refusal::new(
+        RefusalKind::Internal,
+        "internal_error",
+        "scopegate hit an internal error handling this request",
+    )
+    .to_response("-")
+}
+
+fn request_id<B>(boot_id: &str, snap: &Snapshot, conn: &ConnInfo, req: &Request<B>) -> HeaderValue {
+    let peers = &snap.config.server.request_id_peers;
+    if !peers.is_empty() && crate::config::peer_matches(peers, conn.peer.ip()) {
+        if let Some(v) = req.headers().get("x-request-id") {
+            let ok = !v.is_empty()
+                && v.len() <= 128
+                && v.as_bytes()
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b));
+            if ok {
+                return v.clone();
+            }
+        }
+    }
+    // `<boot id>-<sequence in hex>`, written by hand: this runs on every request.
+    let mut buf = [0u8; 48];
+    let boot = boot_id.as_bytes();
+    let n = boot.len().min(24);
+    buf[..n].copy_from_slice(&boot[..n]);
+    buf[n] = b'-';
+    let mut seq = crate::metrics::next_seq();
+    let mut digits = [0u8; 16];
+    let mut d = 0;
+    loop {
+        digits[d] = b"0123456789abcdef"[(seq & 0xf) as usize];
+        d += 1;
+        seq >>= 4;
+        if seq == 0 {
+            break;
+        }
+    }
+    for i in 0..d {
+        buf[n + 1 + i] = digits[d - 1 - i];
+    }
+    HeaderValue::from_bytes(&buf[..n + 1 + d])
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Metrics and the audit line for a finished exchange (at response-header time).
+pub fn record(ex: &Context, resp: &Response<ResponseBody>, refusal: Option<&Refusal>) {
+    let snap = &*ex.snap;
+    let status = resp.status().as_u16();
+    let route_index = ex.route.and_then(|r| r.index);
+    let decision_label = match (refusal, ex.decision) {
+        (Some(r), _) => match r.kind {
+            RefusalKind::Unauthorized => "unauthenticated",
+            RefusalKind::Forbidden => ex.decision.map(|d| d.outcome()).unwrap_or("forbidden"),
+            RefusalKind::BadRequest => "bad_request",
+            RefusalKind::BadGateway | RefusalKind::GatewayTimeout => "upstream_error",
+            RefusalKind::HeadersTooLarge
+            | RefusalKind::PayloadTooLarge
+            | RefusalKind::RequestTimeout => "limit",
+            RefusalKind::RateLimited => "rate_limited",
+            _ => "error",
+        },
+        (None, Some(d)) => d.outcome(),
+        (None, None) if ex.in_band => "in_band_pending",
+        (None, None) => "scopegate",
+    };
+    snap.request_counter(
+        route_index,
+        crate::metrics::method_label(&ex.method),
+        status,
+        decision_label,
+    )
+    .inc();
+    let elapsed = ex.started.elapsed();
+    let rm = snap.route_metrics(route_index);
+    rm.duration.observe(elapsed.as_secs_f64());
+    if let Some(u) = ex.upstream_time {
+        rm.upstream.observe(u.as_secs_f64());
+    }
+    if let Some(r) = refusal {
+        crate::metrics::denial(r.code);
+    }
+    let audit_on = snap.config.log.audit;
+    if !audit_on {
+        return;
+    }
+    let cat = &snap.policy.catalogue;
+    let identity = ex.identified.identity.as_deref();
+    let (required, effective) = match ex.decision {
+        Some(d) => (cat.join(d.required, " "), cat.join(d.effective, " ")),
+        None => (String::new(), String::new()),
+    };
+    let reasons = match refusal {
+        Some(r) => r.reason_codes().join(","),
+        None if ex.in_band => "credential_in_connect_frame".to_string(),
+        None => ex
+            .decision
+            .map(|d| d.code())
+            .unwrap_or("scopegate")
+            .to_string(),
+    };
+    let rid = ex.request_id.to_str().unwrap_or("-");
+    let route = snap.route_label(route_index);
+    audit::record(
+        true,
+        &AuditRecord {
+            request_id: rid,
+            subject: identity.map(|i| i.subject.as_str()),
+            source: identity.map(|i| i.method.amr()),
+            client_ip: ex.forwarded.client_ip,
+            method: ex.method.as_str(),
+            path: ex.path(),
+            route: &route,
+            required: &required,
+            effective: &effective,
+            decision: decision_label,
+            reasons: &reasons,
+            status,
+            duration: elapsed,
+            upstream: ex.upstream_time,
+            websocket: ex.websocket,
+        },
+    );
+    if let Some(r) = refusal {
+        if r.status().is_server_error() {
+            tracing::warn!(request_id = rid, code = r.code, message = %r.message, "request failed");
+        }
+    }
+}

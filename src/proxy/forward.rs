@@ -1,0 +1,189 @@
+//! Forward: the end of the stack. The request goes upstream through this worker's pooled client,
+//! streaming both ways; a WebSocket upgrade is forwarded and, once the upstream's answer is a verified
+//! handshake, the two sockets are relayed; an in-band OpenClaw upgrade is accepted here and its
+//! `connect` frame decides (see `upstream::openclaw::inband`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwapOption;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+
+use super::context::{Context, Done, Exchange};
+use crate::error::{Refusal, RefusalKind};
+use crate::runtime::Snapshot;
+use crate::server::Shared;
+use crate::upstream::body::{scrub_response_headers, RequestBody, ResponseBody};
+use crate::upstream::client::UpstreamClient;
+use crate::upstream::handshake::Offer;
+
+/// A worker's forwarding state: the shared state plus its own upstream client.
+pub struct Worker {
+    pub shared: Arc<Shared>,
+    upstream: ArcSwapOption<UpstreamClient>,
+}
+
+impl Worker {
+    pub fn new(shared: Arc<Shared>) -> Worker {
+        Worker {
+            shared,
+            upstream: ArcSwapOption::empty(),
+        }
+    }
+
+    /// This worker's client for the snapshot's upstream, built on first use and after an upstream
+    /// change.
+    pub fn client(&self, snap: &Snapshot) -> Result<Arc<UpstreamClient>, Refusal> {
+        if let Some(c) = self.upstream.load_full() {
+            if c.fingerprint == snap.upstream_fingerprint {
+                return Ok(c);
+            }
+        }
+        let c = Arc::new(UpstreamClient::new(&snap.config.upstream).map_err(|e| {
+            tracing::error!(error = %e, "cannot build upstream client");
+            Refusal::bad_gateway("upstream_config", "the upstream client cannot be built")
+        })?);
+        self.upstream.store(Some(c.clone()));
+        Ok(c)
+    }
+}
+
+/// Forwards one exchange that every earlier phase let through.
+pub async fn forward(worker: Arc<Worker>, ex: Exchange<Incoming>) -> Done {
+    let Exchange { mut ctx, req } = ex;
+    let outcome = dispatch(&worker, &mut ctx, req).await;
+    Done { ctx, outcome }
+}
+
+async fn dispatch(
+    worker: &Worker,
+    ctx: &mut Context,
+    mut req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Refusal> {
+    let snap = ctx.snap.clone();
+    let client = worker.client(&snap)?;
+    if ctx.in_band {
+        return crate::upstream::openclaw::inband::accept(worker.shared.clone(), client, ctx, req);
+    }
+    *req.uri_mut() = client.upstream_uri(req.uri().path_and_query())?;
+    *req.version_mut() = if snap.config.upstream.http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    if ctx.websocket {
+        return forward_websocket(worker, &client, ctx, req).await;
+    }
+    let route_timeout = ctx
+        .route
+        .and_then(|r| snap.policy.routes.route(r))
+        .and_then(|r| r.response_header_timeout);
+    let cfg = &snap.config;
+    let (parts, body) = req.into_parts();
+    let body = if body.is_end_stream() {
+        RequestBody::empty()
+    } else {
+        RequestBody::streaming(
+            body,
+            cfg.server.idle_timeout,
+            cfg.server.max_body_bytes,
+            snap.hygiene.clone(),
+        )
+    };
+    let t0 = Instant::now();
+    let resp = client
+        .send(Request::from_parts(parts, body), route_timeout)
+        .await;
+    ctx.upstream_time = Some(t0.elapsed());
+    let (resp, lease) = resp?;
+    let (mut parts, body) = resp.into_parts();
+    scrub_response_headers(&mut parts.headers);
+    parts
+        .headers
+        .insert(crate::header_names::X_REQUEST_ID, ctx.request_id.clone());
+    Ok(Response::from_parts(
+        parts,
+        ResponseBody::upstream(body, cfg.server.idle_timeout, lease),
+    ))
+}
+
+async fn forward_websocket(
+    worker: &Worker,
+    client: &UpstreamClient,
+    ctx: &mut Context,
+    mut req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Refusal> {
+    let snap = &ctx.snap;
+    let on_client_upgrade = hyper::upgrade::on(&mut req);
+    let (mut parts, _body) = req.into_parts();
+    // The handshake headers scrub removed as hop-by-hop go back on, for this hop only.
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    parts
+        .headers
+        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let offer = Offer::of(&parts.headers);
+    let t0 = Instant::now();
+    let resp = client
+        .send(Request::from_parts(parts, RequestBody::empty()), None)
+        .await;
+    ctx.upstream_time = Some(t0.elapsed());
+    let (mut resp, lease) = resp?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // The upstream refused the upgrade: pass its answer through like any response.
+        let (mut parts, body) = resp.into_parts();
+        scrub_response_headers(&mut parts.headers);
+        parts
+            .headers
+            .insert(crate::header_names::X_REQUEST_ID, ctx.request_id.clone());
+        return Ok(Response::from_parts(
+            parts,
+            ResponseBody::upstream(body, snap.config.server.idle_timeout, lease),
+        ));
+    }
+    // Only a verified handshake becomes a tunnel. On a refusal the response, its unclaimed upgrade
+    // and the unreleased lease are dropped here: the upstream connection closes, unpooled.
+    offer.verify(resp.status(), resp.headers())?;
+    // The connection now belongs to the upgrade.
+    drop(lease);
+    let on_upstream_upgrade = hyper::upgrade::on(&mut resp);
+    let mut out = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    for name in [
+        header::SEC_WEBSOCKET_ACCEPT,
+        header::SEC_WEBSOCKET_PROTOCOL,
+        header::SEC_WEBSOCKET_EXTENSIONS,
+    ] {
+        if let Some(v) = resp.headers().get(&name) {
+            out = out.header(name, v.clone());
+        }
+    }
+    out = out
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header("x-request-id", ctx.request_id.clone());
+    let idle = snap.config.server.websocket_idle_timeout;
+    let stop = worker.shared.stop.clone();
+    let request_id = ctx.request_id.clone();
+    worker.shared.tracker.spawn(async move {
+        match tokio::join!(on_client_upgrade, on_upstream_upgrade) {
+            (Ok(c), Ok(u)) => {
+                let end = crate::upstream::websocket::relay(c, u, idle, stop).await;
+                tracing::debug!(request_id = ?request_id, end = ?end, "websocket closed");
+            }
+            (c, u) => {
+                tracing::warn!(request_id = ?request_id, client = ?c.err(), upstream = ?u.err(), "websocket upgrade did not complete");
+            }
+        }
+    });
+    out.body(ResponseBody::empty()).map_err(|_| {
+        Refusal::new(
+            RefusalKind::Internal,
+            "internal",
+            "cannot build the upgrade response",
+        )
+    })
+}

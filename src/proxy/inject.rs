@@ -1,0 +1,141 @@
+//! Inject: what the upstream may rely on. Every client copy of a managed header (identity, scopes,
+//! forwarding, the assertion, hop-by-hop and `Connection`-nominated ones) is removed first — the
+//! originals were read by identification, before this — and then scopegate sets its own: the
+//! forwarding headers, the request id, the profile's headers (OpenClaw: user header,
+//! `X-OpenClaw-Scopes`, its `X-Forwarded-For`) and the signed assertion bound to the method and the
+//! exact forwarded path. A client can therefore neither keep nor remove any of them.
+
+use std::borrow::Cow;
+
+use http::header::{self, HeaderValue};
+
+use super::context::{Context, Exchange};
+use super::phase::{Phase, PhaseService, Verdict};
+use crate::assertion::AssertionInput;
+use crate::error::Refusal;
+use crate::identity::forwarded;
+use crate::policy::Decision;
+
+/// The inject phase (a tower layer).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inject;
+
+impl<S> tower::Layer<S> for Inject {
+    type Service = PhaseService<Inject, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PhaseService::new(Inject, inner)
+    }
+}
+
+impl Phase for Inject {
+    fn run<B>(&self, ex: &mut Exchange<B>) -> Verdict {
+        let Exchange { ctx, req } = ex;
+        // The in-band path injects into the upstream upgrade it opens once the credential arrives.
+        if ctx.in_band {
+            return Verdict::Next;
+        }
+        let Some(decision) = ctx.decision else {
+            return Verdict::Refuse(Refusal::new(
+                crate::error::RefusalKind::Internal,
+                "internal",
+                "no decision was made for this request",
+            ));
+        };
+        let forwarded_path = forwarded_path(&ctx.snap.config.upstream.base_path, ctx.uri.path());
+        let headers = req.headers_mut();
+        let original_host = headers
+            .get(header::HOST)
+            .filter(|h| h.to_str().is_ok_and(forwarded::valid_host))
+            .cloned();
+        ctx.snap.hygiene.scrub(headers);
+        headers.remove(header::HOST);
+        headers.remove(header::EXPECT);
+        set_upstream_headers(ctx, headers, &decision, &forwarded_path, original_host);
+        Verdict::Next
+    }
+}
+
+/// The path the upstream will see (the assertion's `htp`): the upstream URL's base path, then ours.
+pub fn forwarded_path<'a>(base_path: &str, path: &'a str) -> Cow<'a, str> {
+    if base_path.is_empty() {
+        Cow::Borrowed(path)
+    } else {
+        Cow::Owned(format!("{base_path}{path}"))
+    }
+}
+
+/// Sets what the upstream may rely on: forwarding headers, the request id, the profile's headers and the
+/// signed assertion. Runs after `scrub`, so no client copy of any of these survives.
+pub fn set_upstream_headers(
+    ctx: &Context,
+    headers: &mut http::HeaderMap,
+    decision: &Decision,
+    forwarded_path: &str,
+    original_host: Option<HeaderValue>,
+) {
+    use crate::header_names::*;
+    // Up to eight inserts follow: grow the table once, not per insert.
+    headers.reserve(8);
+    let (snap, conn, ex) = (&*ctx.snap, &*ctx.conn, ctx);
+    let identity = ex.identified.identity.as_deref();
+    let proto = if conn.tls {
+        "https"
+    } else {
+        ex.forwarded.proto.unwrap_or("http")
+    };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    let host = match &ex.forwarded.host {
+        Some(h) => HeaderValue::from_str(h).ok(),
+        None => original_host,
+    };
+    if let Some(v) = host {
+        headers.insert(X_FORWARDED_HOST, v);
+    }
+    headers.insert(X_REQUEST_ID, ex.request_id.clone());
+    let (scopes_comma, scopes_space) = snap.scope_strings(decision.effective);
+    // X-Forwarded-For: overwritten, never appended; the common values are made once, not per request.
+    let xff = match &snap.openclaw {
+        Some(oc) => {
+            let ip = oc.forwarded_for(ex.forwarded.client_ip);
+            if ip == oc.local_client_ip {
+                Some(oc.local_client_value.clone())
+            } else if Some(ip) == conn.peer.ip() {
+                conn.peer_value.clone()
+            } else {
+                HeaderValue::from_str(&ip.to_string()).ok()
+            }
+        }
+        None => match ex.forwarded.client_ip {
+            Some(ip) if Some(ip) == conn.peer.ip() => conn.peer_value.clone(),
+            Some(ip) => HeaderValue::from_str(&ip.to_string()).ok(),
+            None => None,
+        },
+    };
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    if let Some(oc) = &snap.openclaw {
+        // Always present: an empty list grants nothing, where an absent one would grant the gateway's
+        // full default set (gateway contract §3).
+        headers.insert(X_OPENCLAW_SCOPES, scopes_comma);
+        if let Some(id) = identity {
+            let user = id
+                .gateway_header
+                .get_or_init(|| HeaderValue::from_str(oc.gateway_user(&id.subject)).ok());
+            if let Some(v) = user {
+                headers.insert(oc.user_header.clone(), v.clone());
+            }
+        }
+    }
+    let assertion = snap.assertion.assertion(&AssertionInput {
+        subject: identity.map(|i| i.subject.as_str()).unwrap_or(""),
+        amr: identity.map(|i| i.method),
+        scope: &scopes_space,
+        scope_bits: decision.effective,
+        client_ip: ex.forwarded.client_ip,
+        method: &ex.method,
+        path: forwarded_path,
+    });
+    headers.insert(snap.assertion.header_name().clone(), assertion);
+}
