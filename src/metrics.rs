@@ -47,6 +47,23 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// The JSON audit writer's counters (`src/audit/writer.rs`), updated once per block written, not per
+/// line. Text logs (`--log-format text`) print audit lines through tracing, uncounted.
+#[derive(Clone, Default)]
+pub struct AuditMetrics {
+    pub lines: Counter,
+    pub bytes: Counter,
+    pub lines_lost: Counter,
+    pub writer_waits: Counter,
+    pub flushes: Family<ReasonLabels, Counter>,
+}
+
+impl AuditMetrics {
+    pub(crate) fn flush(&self, reason: &'static str) {
+        self.flushes.get_or_create(&ReasonLabels { reason }).inc();
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -67,6 +84,7 @@ pub struct Metrics {
     pub config_generation: Gauge,
     pub ready: Gauge,
     pub websocket_frames_denied: Family<ReasonLabels, Counter>,
+    pub audit: AuditMetrics,
 }
 
 fn histogram() -> Histogram {
@@ -167,6 +185,32 @@ impl Metrics {
             "WebSocket RPCs refused locally by reason",
             websocket_frames_denied.clone(),
         );
+        let audit = AuditMetrics::default();
+        registry.register(
+            "audit_lines",
+            "Audit lines written to the log destination",
+            audit.lines.clone(),
+        );
+        registry.register(
+            "audit_bytes",
+            "Bytes of audit lines written to the log destination",
+            audit.bytes.clone(),
+        );
+        registry.register(
+            "audit_lines_lost",
+            "Audit lines the log destination failed to take (write error, or not in time at exit)",
+            audit.lines_lost.clone(),
+        );
+        registry.register(
+            "audit_writer_waits",
+            "Times a worker waited for a slow log destination (the audit queue was full)",
+            audit.writer_waits.clone(),
+        );
+        registry.register(
+            "audit_flushes",
+            "Audit blocks written, by why (size, time, drain, thread_exit)",
+            audit.flushes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -185,7 +229,17 @@ impl Metrics {
             config_generation,
             ready,
             websocket_frames_denied,
+            audit,
         }
+    }
+
+    /// Requests counted so far, over every label set (for the summary at exit).
+    pub(crate) fn requests_total(&self) -> u64 {
+        self.render()
+            .lines()
+            .filter(|l| l.starts_with("scopegate_requests_total{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>() as u64
     }
 
     /// The exposition text.
