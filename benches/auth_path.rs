@@ -2,6 +2,12 @@
 //! algorithm (cache misses), the policy decision, assertion signing per algorithm, and the whole
 //! per-request auth work for a repeated token (the budget in the performance issue: ≤ 30 µs).
 //!
+//! The `audit_line` group compares the audit line's two paths: tracing's JSON formatter with the
+//! non-blocking appender (the old path, still used with text logs) and the buffered writer
+//! (`src/audit/writer.rs`), both writing to a pipe that `cat` drains; the `*_cpu` cases count the CPU time of the
+//! whole process (the writer and appender threads included) per line. `render_*` compare the
+//! hand-written renderer with serde_json's serializer into the same reused buffer.
+//!
 //! Run: `cargo bench --bench auth_path`. Keys are generated per run (RSA from tests/fixtures).
 
 use std::hint::black_box;
@@ -10,6 +16,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Method;
 use scopegate::assertion::{AssertionInput, AssertionSigner};
+use scopegate::audit::AuditRecord;
 use scopegate::config::{AssertionAlgorithm, AssertionConfig, Config, JwtAlgorithm};
 use scopegate::identity::jwt::JwtVerifier;
 use scopegate::identity::AuthMethod;
@@ -237,9 +244,179 @@ fn bench(c: &mut Criterion) {
     let _ = route;
 }
 
+fn audit_record() -> AuditRecord<'static> {
+    AuditRecord {
+        request_id: "9ae0c5943d35-1",
+        subject: Some("reader@example.com"),
+        source: Some("jwt"),
+        client_ip: Some("203.0.113.7".parse().unwrap()),
+        method: "GET",
+        path: "/v1/models",
+        route: "GET,HEAD /v1/models",
+        required: "operator.read",
+        effective: "operator.read operator.sessions.read",
+        decision: "allow",
+        reasons: "allowed",
+        status: 200,
+        duration: Duration::from_nanos(2_309_028),
+        upstream: Some(Duration::from_nanos(1_578_463)),
+        websocket: false,
+    }
+}
+
+/// The same line through serde_json's serializer (the alternative to the hand-written renderer).
+fn render_serde(out: &mut Vec<u8>, r: &AuditRecord<'_>, timestamp: &str) {
+    use serde::ser::{SerializeMap, Serializer};
+    let mut ser = serde_json::Serializer::new(&mut *out);
+    let mut m = ser.serialize_map(None).unwrap();
+    m.serialize_entry("timestamp", timestamp).unwrap();
+    m.serialize_entry("level", "INFO").unwrap();
+    m.serialize_entry("message", "decision").unwrap();
+    m.serialize_entry("request_id", r.request_id).unwrap();
+    m.serialize_entry("subject", r.subject.unwrap_or("-"))
+        .unwrap();
+    m.serialize_entry("source", r.source.unwrap_or("-"))
+        .unwrap();
+    m.serialize_entry(
+        "client_ip",
+        &format_args!(
+            "{}",
+            r.client_ip.map(|i| i.to_string()).unwrap_or("-".into())
+        ),
+    )
+    .unwrap();
+    m.serialize_entry("method", r.method).unwrap();
+    m.serialize_entry("path", r.path).unwrap();
+    m.serialize_entry("route", r.route).unwrap();
+    m.serialize_entry("required", r.required).unwrap();
+    m.serialize_entry("effective", r.effective).unwrap();
+    m.serialize_entry("decision", r.decision).unwrap();
+    m.serialize_entry("reasons", r.reasons).unwrap();
+    m.serialize_entry("status", &r.status).unwrap();
+    m.serialize_entry("duration_ms", &(r.duration.as_secs_f64() * 1000.0))
+        .unwrap();
+    m.serialize_entry(
+        "upstream_ms",
+        &r.upstream.map(|d| d.as_secs_f64() * 1000.0).unwrap_or(-1.0),
+    )
+    .unwrap();
+    m.serialize_entry("websocket", &r.websocket).unwrap();
+    m.serialize_entry("target", "scopegate::audit").unwrap();
+    SerializeMap::end(m).unwrap();
+    out.push(b'\n');
+}
+
+/// CPU time of the whole process (every thread), for costs paid off the calling thread.
+fn process_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to the pointer it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// A pipe read by another process, as stderr is when journald or a container runtime collects it
+/// (that process's CPU is not counted).
+fn pipe() -> (std::process::Child, std::process::ChildStdin) {
+    let mut child = std::process::Command::new("cat")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
+fn audit_bench(c: &mut Criterion) {
+    use tracing_subscriber::EnvFilter;
+    let r = audit_record();
+    let mut group = c.benchmark_group("audit_line");
+
+    let mut buf = Vec::with_capacity(80 * 1024);
+    group.bench_function("render_hand_written", |b| {
+        b.iter(|| {
+            if buf.len() > 64 * 1024 {
+                buf.clear();
+            }
+            scopegate::audit::render_json(&mut buf, black_box(&r), std::time::SystemTime::now());
+        })
+    });
+    let ts = "2026-12-01T09:23:04.968951Z";
+    group.bench_function("render_serde_json", |b| {
+        b.iter(|| {
+            if buf.len() > 64 * 1024 {
+                buf.clear();
+            }
+            render_serde(&mut buf, black_box(&r), black_box(ts));
+        })
+    });
+
+    // The old path, configured as the CLI configured it: tracing's JSON formatter, then the
+    // non-blocking appender's thread, one write(2) per line.
+    let (mut old_reader, old_pipe) = pipe();
+    let (appender, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(8 * 1024)
+        .finish(old_pipe);
+    let old = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new("warn,scopegate::audit=info"))
+        .with_writer(appender)
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .finish();
+    tracing::subscriber::with_default(old, || {
+        group.bench_function("old_tracing_json", |b| {
+            b.iter(|| scopegate::audit::record_with_tracing(black_box(&r)))
+        });
+        group.bench_function("old_tracing_json_cpu", |b| {
+            b.iter_custom(|iters| {
+                let start = process_cpu();
+                for _ in 0..iters {
+                    scopegate::audit::record_with_tracing(black_box(&r));
+                }
+                process_cpu() - start
+            })
+        });
+    });
+    drop(guard);
+    let _ = old_reader.kill();
+    let _ = old_reader.wait();
+
+    // The new path: the process's buffered writer.
+    let (mut new_reader, new_pipe) = pipe();
+    let filter_only = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new("warn,scopegate::audit=info"))
+        .with_writer(std::io::sink)
+        .finish();
+    let audit_guard = tracing::subscriber::with_default(filter_only, || {
+        scopegate::audit::install(Box::new(new_pipe))
+    })
+    .expect("the audit writer installs once");
+    group.bench_function("new_buffered_writer", |b| {
+        b.iter(|| scopegate::audit::record(true, black_box(&r)))
+    });
+    group.bench_function("new_buffered_writer_cpu", |b| {
+        b.iter_custom(|iters| {
+            let start = process_cpu();
+            for _ in 0..iters {
+                scopegate::audit::record(true, black_box(&r));
+            }
+            process_cpu() - start
+        })
+    });
+    group.finish();
+    drop(audit_guard);
+    // The writer's thread is stopped; the pipe closes with the process.
+    let _ = new_reader.kill();
+    let _ = new_reader.wait();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(50);
-    targets = bench
+    targets = bench, audit_bench
 }
 criterion_main!(benches);

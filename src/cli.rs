@@ -171,11 +171,37 @@ pub struct VerifyArgs {
     pub value: String,
 }
 
-/// Sets up logging once. Text on a terminal, JSON otherwise, unless told.
-pub fn init_logging(
-    format: LogFormat,
-    level: &str,
-) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+/// What keeps the logs flowing until the process ends: dropping it writes the buffered audit lines,
+/// then whatever the log thread still holds.
+pub struct LogGuard {
+    // Field order is drop order: the audit lines first, then the other log lines.
+    _audit: Option<crate::audit::AuditGuard>,
+    _appender: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+/// The JSON log subscriber: one object per line, fields flattened, no span (the audit writer,
+/// `src/audit.rs`, prints its lines in exactly this shape).
+pub(crate) fn json_subscriber<W>(
+    filter: tracing_subscriber::EnvFilter,
+    writer: W,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .finish()
+}
+
+/// Sets up logging once. Text on a terminal, JSON otherwise, unless told. With JSON logs, audit lines
+/// bypass the formatter: they are rendered into per-thread buffers and written in blocks to the same
+/// stderr (`src/audit/writer.rs`).
+pub fn init_logging(format: LogFormat, level: &str) -> LogGuard {
+    use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let json = match format {
@@ -188,19 +214,29 @@ pub fn init_logging(
         .lossy(false)
         .buffered_lines_limit(8 * 1024)
         .finish(std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    let result = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init()
+    if json {
+        if json_subscriber(filter, writer).try_init().is_err() {
+            return LogGuard {
+                _audit: None,
+                _appender: None,
+            };
+        }
+        LogGuard {
+            _audit: crate::audit::install(Box::new(std::io::stderr())),
+            _appender: Some(guard),
+        }
     } else {
-        builder.with_target(true).try_init()
-    };
-    result.ok().map(|_| guard)
+        let installed = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .with_target(true)
+            .try_init()
+            .is_ok();
+        LogGuard {
+            _audit: None,
+            _appender: installed.then_some(guard),
+        }
+    }
 }
 
 fn log_format(cli: &Cli, cfg: Option<&Config>) -> LogFormat {

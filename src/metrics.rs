@@ -47,6 +47,23 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// The JSON audit writer's counters (`src/audit/writer.rs`), updated once per block written, not per
+/// line. Text logs (`--log-format text`) print audit lines through tracing, uncounted.
+#[derive(Clone, Default)]
+pub struct AuditMetrics {
+    pub lines: Counter,
+    pub bytes: Counter,
+    pub lines_lost: Counter,
+    pub writer_waits: Counter,
+    pub flushes: Family<ReasonLabels, Counter>,
+}
+
+impl AuditMetrics {
+    pub(crate) fn flush(&self, reason: &'static str) {
+        self.flushes.get_or_create(&ReasonLabels { reason }).inc();
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -73,6 +90,7 @@ pub struct Metrics {
     pub rate_limit_capacity: Family<KindLabels, Gauge>,
     /// Signature checks of bearer JWTs: what a credential flood costs, and what the limits cap.
     pub signature_verifications: Counter,
+    pub audit: AuditMetrics,
 }
 
 fn histogram() -> Histogram {
@@ -203,6 +221,32 @@ impl Metrics {
             "WebSocket RPCs refused locally by reason",
             websocket_frames_denied.clone(),
         );
+        let audit = AuditMetrics::default();
+        registry.register(
+            "audit_lines",
+            "Audit lines written to the log destination",
+            audit.lines.clone(),
+        );
+        registry.register(
+            "audit_bytes",
+            "Bytes of audit lines written to the log destination",
+            audit.bytes.clone(),
+        );
+        registry.register(
+            "audit_lines_lost",
+            "Audit lines the log destination failed to take (write error, or not in time at exit)",
+            audit.lines_lost.clone(),
+        );
+        registry.register(
+            "audit_writer_waits",
+            "Times a worker waited for a slow log destination (the audit queue was full)",
+            audit.writer_waits.clone(),
+        );
+        registry.register(
+            "audit_flushes",
+            "Audit blocks written, by why (size, time, drain, thread_exit)",
+            audit.flushes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -226,7 +270,17 @@ impl Metrics {
             rate_limit_entries,
             rate_limit_capacity,
             signature_verifications,
+            audit,
         }
+    }
+
+    /// Requests counted so far, over every label set (for the summary at exit).
+    pub(crate) fn requests_total(&self) -> u64 {
+        self.render()
+            .lines()
+            .filter(|l| l.starts_with("scopegate_requests_total{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>() as u64
     }
 
     /// The exposition text.

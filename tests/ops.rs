@@ -631,3 +631,213 @@ async fn tls_to_the_upstream_with_a_custom_ca() {
     let got = get(&format!("{}/v1/models", p2.url()), &[READER]).await;
     assert_eq!(got.status, 502);
 }
+
+/// A metric without labels (`metric` sums labelled samples).
+fn unlabelled(all: &[(String, f64)], name: &str) -> f64 {
+    all.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("no {name}"))
+}
+
+/// The audit lines in a child's stderr, by request id (each must appear once).
+fn audit_lines_by_id(child: &ChildProxy) -> (usize, std::collections::HashMap<String, Value>) {
+    let lines: Vec<Value> = child
+        .log_lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "scopegate::audit")
+        .collect();
+    let count = lines.len();
+    let by_id = lines
+        .into_iter()
+        .map(|v| (v["request_id"].as_str().unwrap().to_string(), v))
+        .collect();
+    (count, by_id)
+}
+
+/// The request a load client sends as its `i`-th: allowed (200 through the upstream), refused for a
+/// missing scope (403) or for having no credential (401), so lines of every shape are written.
+fn load_request(base: &str, i: usize) -> (Request<client::Body>, u16) {
+    let (method, path, auth, status) = match i % 4 {
+        0 => ("POST", "/v1/responses", Some(READER.1), 403),
+        1 => ("GET", "/v1/models", None, 401),
+        _ => ("GET", "/v1/models", Some(READER.1), 200),
+    };
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}?i={i}"));
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    (req.body(client::body("{}")).unwrap(), status)
+}
+
+/// The child's last log line, which counts what it served and wrote (after it has exited).
+fn stopped_line(child: &ChildProxy) -> Value {
+    child
+        .log_lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "stopped")
+        .unwrap_or_else(|| panic!("no \"stopped\" line:\n{}", child.log_lines().join("\n")))
+}
+
+async fn exit_and_collect_logs(mut child: ChildProxy) -> ChildProxy {
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = child.wait_exit(Duration::from_secs(30));
+        assert!(
+            child.wait_logs_closed(Duration::from_secs(10)),
+            "stderr did not end"
+        );
+        (status, child)
+    })
+    .await
+    .unwrap();
+    let (status, child) = exited;
+    let status = status.expect("scopegate did not exit after SIGTERM");
+    assert!(status.success(), "scopegate exited with {status}");
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_under_load_has_exactly_one_audit_line() {
+    const CLIENTS: usize = 8;
+    const PER_CLIENT: usize = 250;
+    const N: usize = CLIENTS * PER_CLIENT;
+    let up = Upstream::start().await;
+    let child = ChildProxy::start(&api_config(&up.url(), "").replace(
+        "workers = 2\n",
+        "workers = 2\nadmin_listen = \"127.0.0.1:0\"\n",
+    ));
+    let admin = format!("http://{}", child.admin.expect("admin address"));
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let base = child.url();
+        tasks.push(tokio::spawn(async move {
+            // One keep-alive connection per client.
+            let http = client::http1();
+            let mut ids = Vec::with_capacity(PER_CLIENT);
+            for i in 0..PER_CLIENT {
+                let (req, want) = load_request(&base, c * PER_CLIENT + i);
+                let resp = http.request(req).await.expect("request failed");
+                let got = client::collect(resp).await;
+                assert_eq!(got.status.as_u16(), want, "{}", got.text());
+                ids.push(got.header("x-request-id").expect("x-request-id"));
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.extend(within(180, "the load", t).await.unwrap());
+    }
+    assert_eq!(ids.len(), N);
+
+    // Without a drain: the size and time flushes write every line within about a second.
+    let m = within(15, "every audit line written", async {
+        loop {
+            let m = metrics(&get(&format!("{admin}/metrics"), &[]).await.text());
+            if unlabelled(&m, "scopegate_audit_lines_total") >= N as f64 {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(unlabelled(&m, "scopegate_audit_lines_total"), N as f64);
+    assert_eq!(metric(&m, "scopegate_requests_total", &[]), N as f64);
+    assert_eq!(unlabelled(&m, "scopegate_audit_lines_lost_total"), 0.0);
+    assert!(
+        metric(&m, "scopegate_audit_flushes_total", &[("reason", "size")]) >= 1.0,
+        "full 64 KiB blocks were written by size"
+    );
+    let bytes = unlabelled(&m, "scopegate_audit_bytes_total");
+
+    child.signal("TERM");
+    let child = exit_and_collect_logs(child).await;
+    let (count, by_id) = audit_lines_by_id(&child);
+    assert_eq!(count, N, "one audit line per request");
+    assert_eq!(by_id.len(), N, "request ids are unique");
+    for id in &ids {
+        assert!(by_id.contains_key(id), "no audit line for {id}");
+    }
+    let line_bytes: usize = child
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("\"target\":\"scopegate::audit\""))
+        .map(|l| l.len() + 1)
+        .sum();
+    assert_eq!(line_bytes as f64, bytes, "scopegate_audit_bytes_total");
+    let stopped = stopped_line(&child);
+    assert_eq!(stopped["requests"], N, "{stopped}");
+    assert_eq!(stopped["audit_lines_recorded"], N, "{stopped}");
+    assert_eq!(stopped["audit_lines_written"], N, "{stopped}");
+    assert_eq!(stopped["audit_lines_lost"], 0, "{stopped}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_in_the_middle_of_load_loses_no_audit_line() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const CLIENTS: usize = 8;
+    const MAX_PER_CLIENT: usize = 5_000;
+    const SIGNAL_AFTER: usize = 600;
+    let up = Upstream::start().await;
+    let child = ChildProxy::start(&api_config(&up.url(), ""));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let enough = Arc::new(tokio::sync::Notify::new());
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (base, answered, enough) = (child.url(), answered.clone(), enough.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = client::http1();
+            let mut ids = Vec::new();
+            // Until scopegate stops answering: a refused connection or a closed one ends the client.
+            for i in 0..MAX_PER_CLIENT {
+                let (req, want) = load_request(&base, c * MAX_PER_CLIENT + i);
+                let Ok(resp) = http.request(req).await else {
+                    break;
+                };
+                assert_eq!(resp.status().as_u16(), want);
+                // The response has arrived: its decision was made and audited.
+                ids.push(resp.headers()["x-request-id"].to_str().unwrap().to_string());
+                let _ = resp.into_body().collect().await;
+                if answered.fetch_add(1, Ordering::SeqCst) + 1 == SIGNAL_AFTER {
+                    enough.notify_one();
+                }
+            }
+            ids
+        }));
+    }
+    within(120, "the first responses", enough.notified()).await;
+    child.signal("TERM");
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.extend(within(120, "the clients to stop", t).await.unwrap());
+    }
+    assert!(
+        ids.len() < CLIENTS * MAX_PER_CLIENT,
+        "the load outlived SIGTERM"
+    );
+    let child = exit_and_collect_logs(child).await;
+    let (count, by_id) = audit_lines_by_id(&child);
+    for id in &ids {
+        assert!(
+            by_id.contains_key(id),
+            "a request answered before exit has no audit line ({id}); {} responses, {count} lines",
+            ids.len()
+        );
+    }
+    assert!(
+        count >= ids.len(),
+        "{count} lines < {} responses",
+        ids.len()
+    );
+    assert_eq!(by_id.len(), count, "request ids are unique");
+    let stopped = stopped_line(&child);
+    assert_eq!(stopped["requests"], count, "{stopped}");
+    assert_eq!(stopped["audit_lines_written"], count, "{stopped}");
+    assert_eq!(stopped["audit_lines_recorded"], count, "{stopped}");
+    assert_eq!(stopped["audit_lines_lost"], 0, "{stopped}");
+}

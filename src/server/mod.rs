@@ -4,7 +4,8 @@
 //! Shutdown: `draining` stops the accept loops and asks every connection to finish its in-flight
 //! requests and streams (HTTP/1.1 closes after the current response, HTTP/2 sends GOAWAY); WebSocket
 //! relays keep running. When everything has finished — or `drain_timeout` has passed — `stop` ends
-//! whatever is left and the worker threads exit.
+//! whatever is left and the worker threads exit. Then the audit lines still buffered on every thread
+//! are written (`audit::flush`), and the last log line counts requests and audit lines.
 
 pub mod admin;
 pub mod explain;
@@ -186,7 +187,18 @@ impl ServerHandle {
             let _ = tx.send(());
             let _ = thread.join();
         }
-        tracing::info!("stopped");
+        // Every worker has stopped: the audit lines still in their buffers are written now, before
+        // the process exits.
+        match crate::audit::flush() {
+            Some(audit) => tracing::info!(
+                requests = crate::metrics::get().requests_total(),
+                audit_lines_recorded = audit.recorded,
+                audit_lines_written = audit.written,
+                audit_lines_lost = audit.lost,
+                "stopped"
+            ),
+            None => tracing::info!("stopped"),
+        }
     }
 
     /// Reloads the config file this server was started with (same as SIGHUP), on the control thread.

@@ -73,6 +73,8 @@ pub struct ChildProxy {
     pub dir: tempfile::TempDir,
     /// Every stderr line (JSON logs), collected by a background thread.
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// Told when stderr has ended (the process and everything it wrote are gone).
+    logs_closed: std::sync::mpsc::Receiver<()>,
 }
 
 impl ChildProxy {
@@ -97,6 +99,7 @@ impl ChildProxy {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel::<(SocketAddr, Option<SocketAddr>)>();
         let sink = logs.clone();
+        let (closed_tx, logs_closed) = std::sync::mpsc::channel::<()>();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
@@ -115,6 +118,7 @@ impl ChildProxy {
                 }
                 sink.lock().unwrap().push(line);
             }
+            let _ = closed_tx.send(());
         });
         // The readiness signal is the "listening" log line, written after the socket is bound.
         let (addr, admin) = match rx.recv_timeout(Duration::from_secs(30)) {
@@ -133,6 +137,7 @@ impl ChildProxy {
             admin,
             dir,
             logs,
+            logs_closed,
         }
     }
 
@@ -173,6 +178,15 @@ impl ChildProxy {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Waits (bounded) until stderr has ended, so that [`log_lines`](Self::log_lines) holds every line
+    /// the process wrote. Call after the process has exited.
+    pub fn wait_logs_closed(&self, limit: Duration) -> bool {
+        !matches!(
+            self.logs_closed.recv_timeout(limit),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        )
     }
 
     pub fn log_lines(&self) -> Vec<String> {
