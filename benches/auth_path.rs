@@ -22,6 +22,7 @@ use scopegate::identity::jwt::JwtVerifier;
 use scopegate::identity::AuthMethod;
 use scopegate::policy::{decide, Policy};
 use scopegate::tokens::{encoding_key, mint, TokenSpec};
+use scopegate::values::AssertionKey;
 
 const ISSUER: &str = "https://idp.bench";
 const AUDIENCE: &str = "openclaw";
@@ -126,8 +127,9 @@ fn setup() -> (tempfile::TempDir, Vec<Key>, Config) {
 }
 
 fn signer(alg: AssertionAlgorithm, reuse: Duration) -> AssertionSigner {
-    let key = (alg == AssertionAlgorithm::HS256)
-        .then(|| b"assertion-secret-0123456789abcdef0123456789".to_vec());
+    let key = (alg == AssertionAlgorithm::HS256).then(|| {
+        AssertionKey::from_material(alg, b"assertion-secret-0123456789abcdef0123456789").unwrap()
+    });
     AssertionSigner::new(&AssertionConfig {
         header: http::HeaderName::from_static("x-scopegate-assertion"),
         algorithm: alg,

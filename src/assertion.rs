@@ -14,9 +14,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::signature::{
-    EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
-};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 use serde_json::Value;
@@ -25,124 +22,8 @@ use crate::config::{AssertionAlgorithm, AssertionConfig};
 use crate::identity::jwt::ASSERTION_TYP;
 use crate::identity::AuthMethod;
 use crate::util::{b64url, b64url_decode, random_bytes};
-
-/// Checks and normalises key material from a file or env var: PKCS#8 PEM (or DER) for EdDSA/ES256, the
-/// raw secret for HS256. Returns what [`AssertionSigner::new`] takes.
-pub fn parse_key_material(alg: AssertionAlgorithm, bytes: &[u8]) -> Result<Vec<u8>, String> {
-    match alg {
-        AssertionAlgorithm::HS256 => {
-            let mut s = bytes.to_vec();
-            while s.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                s.pop();
-            }
-            if s.len() < 32 {
-                return Err(format!(
-                    "HS256 assertion secret is {} bytes; at least 32 are required",
-                    s.len()
-                ));
-            }
-            Ok(s)
-        }
-        AssertionAlgorithm::EdDSA | AssertionAlgorithm::ES256 => {
-            let der = pkcs8_der(bytes)?;
-            SigningKey::from_pkcs8(alg, &der)?;
-            Ok(der)
-        }
-    }
-}
-
-fn pkcs8_der(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    use rustls_pki_types::pem::PemObject;
-    if bytes.starts_with(b"-----") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-        rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(bytes)
-            .map(|k| k.secret_pkcs8_der().to_vec())
-            .map_err(|_| {
-                "expected a PKCS#8 \"PRIVATE KEY\" PEM (`scopegate keygen` writes one)".to_string()
-            })
-    } else {
-        Ok(bytes.to_vec())
-    }
-}
-
-/// A private key held ready for signing.
-enum SigningKey {
-    Ed(Box<Ed25519KeyPair>),
-    Es(Box<EcdsaKeyPair>),
-    Hs(Box<aws_lc_rs::hmac::Key>),
-}
-
-impl SigningKey {
-    fn from_pkcs8(alg: AssertionAlgorithm, der: &[u8]) -> Result<SigningKey, String> {
-        match alg {
-            AssertionAlgorithm::EdDSA => Ed25519KeyPair::from_pkcs8(der)
-                .map(|k| SigningKey::Ed(Box::new(k)))
-                .map_err(|e| format!("not an Ed25519 PKCS#8 key: {e}")),
-            AssertionAlgorithm::ES256 => {
-                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
-                    .map(|k| SigningKey::Es(Box::new(k)))
-                    .map_err(|e| format!("not a P-256 PKCS#8 key: {e}"))
-            }
-            AssertionAlgorithm::HS256 => Ok(SigningKey::Hs(Box::new(aws_lc_rs::hmac::Key::new(
-                aws_lc_rs::hmac::HMAC_SHA256,
-                der,
-            )))),
-        }
-    }
-
-    fn sign(&self, msg: &[u8]) -> Vec<u8> {
-        match self {
-            SigningKey::Ed(k) => k.sign(msg).as_ref().to_vec(),
-            SigningKey::Es(k) => k
-                .sign(&aws_lc_rs::rand::SystemRandom::new(), msg)
-                .map(|s| s.as_ref().to_vec())
-                .unwrap_or_default(),
-            SigningKey::Hs(k) => aws_lc_rs::hmac::sign(k, msg).as_ref().to_vec(),
-        }
-    }
-
-    /// The public JWK (without kid/alg/use); `None` for HMAC.
-    fn public_jwk(&self) -> Option<serde_json::Map<String, Value>> {
-        let mut m = serde_json::Map::new();
-        match self {
-            SigningKey::Ed(k) => {
-                m.insert("crv".into(), "Ed25519".into());
-                m.insert("kty".into(), "OKP".into());
-                m.insert("x".into(), b64url(k.public_key().as_ref()).into());
-            }
-            SigningKey::Es(k) => {
-                let p = k.public_key().as_ref();
-                if p.len() != 65 {
-                    return None;
-                }
-                m.insert("crv".into(), "P-256".into());
-                m.insert("kty".into(), "EC".into());
-                m.insert("x".into(), b64url(&p[1..33]).into());
-                m.insert("y".into(), b64url(&p[33..]).into());
-            }
-            SigningKey::Hs(_) => return None,
-        }
-        Some(m)
-    }
-}
-
-/// RFC 7638 thumbprint of a public JWK (members in lexicographic order, no whitespace).
-fn thumbprint(jwk: &serde_json::Map<String, Value>) -> String {
-    // serde_json's Map is ordered by key (BTreeMap) without the preserve_order feature.
-    let canonical = serde_json::to_vec(jwk).unwrap_or_default();
-    b64url(&crate::identity::api_token::sha256(&canonical))
-}
-
-/// The kid of a key: its thumbprint, or for HMAC a digest that reveals nothing of the secret.
-fn derive_kid(key: &SigningKey, secret: &[u8]) -> String {
-    match key.public_jwk() {
-        Some(jwk) => thumbprint(&jwk),
-        None => {
-            let mut input = b"scopegate-hs256-kid:".to_vec();
-            input.extend_from_slice(secret);
-            b64url(&crate::identity::api_token::sha256(&input)[..12])
-        }
-    }
-}
+use crate::values::AssertionKey;
+pub use crate::values::{generate_pkcs8, pem_encode};
 
 /// What an assertion says about one request.
 #[derive(Debug, Clone, Copy)]
@@ -173,7 +54,7 @@ struct Cached {
 pub struct AssertionSigner {
     header: HeaderName,
     alg: AssertionAlgorithm,
-    key: SigningKey,
+    key: AssertionKey,
     kid: String,
     /// base64url of the protected header, followed by '.'.
     header_b64: String,
@@ -188,27 +69,26 @@ pub struct AssertionSigner {
 }
 
 impl AssertionSigner {
+    /// Builds from the parsed keys the config holds (or an ephemeral key when it holds none).
     pub fn new(cfg: &AssertionConfig) -> Result<AssertionSigner, String> {
-        let (material, ephemeral) = match &cfg.key {
-            Some(m) => (m.clone(), false),
-            None => (generate_pkcs8(cfg.algorithm)?, true),
+        let (key, ephemeral) = match &cfg.key {
+            Some(k) => (k.clone(), false),
+            None => (AssertionKey::generate(cfg.algorithm)?, true),
         };
-        let key = SigningKey::from_pkcs8(cfg.algorithm, &material)?;
-        let kid = cfg
-            .kid
-            .clone()
-            .unwrap_or_else(|| derive_kid(&key, &material));
+        let kid = cfg.kid.clone().unwrap_or_else(|| key.derived_kid());
         let mut published = Vec::new();
-        if let Some(mut jwk) = key.public_jwk() {
-            jwk.insert("kid".into(), kid.clone().into());
-            jwk.insert("alg".into(), cfg.algorithm.name().into());
-            jwk.insert("use".into(), "sig".into());
-            published.push(Value::Object(jwk));
-        }
-        if let Some(next) = &cfg.next_key {
-            let next_key = SigningKey::from_pkcs8(cfg.algorithm, next)?;
-            if let Some(mut jwk) = next_key.public_jwk() {
-                jwk.insert("kid".into(), derive_kid(&next_key, next).into());
+        for (k, kid) in std::iter::once((&key, kid.clone()))
+            .chain(cfg.next_key.iter().map(|n| (n, n.derived_kid())))
+        {
+            if k.algorithm() != cfg.algorithm {
+                return Err(format!(
+                    "[assertion] the key is for {}, not {}",
+                    k.algorithm().name(),
+                    cfg.algorithm.name()
+                ));
+            }
+            if let Some(mut jwk) = k.public_jwk() {
+                jwk.insert("kid".into(), kid.into());
                 jwk.insert("alg".into(), cfg.algorithm.name().into());
                 jwk.insert("use".into(), "sig".into());
                 published.push(Value::Object(jwk));
@@ -369,35 +249,6 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// A fresh PKCS#8 key for the algorithm (HS256: 32 random bytes).
-pub fn generate_pkcs8(alg: AssertionAlgorithm) -> Result<Vec<u8>, String> {
-    let rng = aws_lc_rs::rand::SystemRandom::new();
-    match alg {
-        AssertionAlgorithm::EdDSA => Ed25519KeyPair::generate_pkcs8v1(&rng)
-            .map(|d| d.as_ref().to_vec())
-            .map_err(|_| "key generation failed".into()),
-        AssertionAlgorithm::ES256 => {
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                .map(|d| d.as_ref().to_vec())
-                .map_err(|_| "key generation failed".into())
-        }
-        AssertionAlgorithm::HS256 => Ok(random_bytes::<32>().to_vec()),
-    }
-}
-
-/// PEM-encodes DER with the given label, 64 characters a line.
-pub fn pem_encode(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
 /// How an upstream verifies an assertion; used by `verify-assertion`, the tests and the Rust example.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions<'a> {
@@ -532,7 +383,7 @@ mod tests {
         AssertionConfig {
             header: HeaderName::from_static("x-scopegate-assertion"),
             algorithm: alg,
-            key,
+            key: key.map(|m| AssertionKey::from_material(alg, &m).unwrap()),
             next_key: None,
             kid: None,
             issuer: "scopegate".into(),
@@ -646,7 +497,7 @@ mod tests {
     #[test]
     fn jwks_publishes_current_and_next() {
         let mut c = cfg(AssertionAlgorithm::EdDSA, None, 0);
-        c.next_key = Some(generate_pkcs8(AssertionAlgorithm::EdDSA).unwrap());
+        c.next_key = Some(AssertionKey::generate(AssertionAlgorithm::EdDSA).unwrap());
         let signer = AssertionSigner::new(&c).unwrap();
         let jwks: Value = serde_json::from_slice(&signer.jwks()).unwrap();
         let keys = jwks["keys"].as_array().unwrap();
@@ -656,17 +507,5 @@ mod tests {
         assert!(keys
             .iter()
             .all(|k| k["kty"] == "OKP" && k["alg"] == "EdDSA" && k.get("d").is_none()));
-    }
-
-    #[test]
-    fn key_material_parsing() {
-        let der = generate_pkcs8(AssertionAlgorithm::EdDSA).unwrap();
-        let pem = pem_encode("PRIVATE KEY", &der);
-        assert_eq!(
-            parse_key_material(AssertionAlgorithm::EdDSA, pem.as_bytes()).unwrap(),
-            der
-        );
-        assert!(parse_key_material(AssertionAlgorithm::ES256, pem.as_bytes()).is_err());
-        assert!(parse_key_material(AssertionAlgorithm::HS256, b"short\n").is_err());
     }
 }

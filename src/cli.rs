@@ -795,7 +795,9 @@ fn keygen(out: Option<&Path>, alg: KeyAlg) -> ExitCode {
             let cfg = crate::config::AssertionConfig {
                 header: HeaderName::from_static("x-scopegate-assertion"),
                 algorithm: a,
-                key: Some(der),
+                key: Some(
+                    crate::values::AssertionKey::from_material(a, &der).expect("a key keygen made"),
+                ),
                 next_key: None,
                 kid: None,
                 issuer: "scopegate".into(),

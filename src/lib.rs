@@ -11,6 +11,11 @@
 //! plain data and are tested without sockets; `server` and `upstream` move bytes and call them.
 //! [`runtime::Snapshot`] is one immutable, compiled configuration; a request takes one snapshot at its
 //! start and keeps it to the end, so a reload never changes a request halfway.
+//!
+//! Layers point one way. [`values`] is the floor: the value types several layers share (path
+//! patterns, key material, algorithms, the scope limit, the OpenClaw default routes), parsed once and
+//! importing none of the layers above; `config` parses into them and imports no domain module; the
+//! domain modules build from `config` without parsing again.
 
 pub mod assertion;
 pub mod audit;
@@ -30,5 +35,6 @@ pub mod server;
 pub mod tokens;
 pub mod upstream;
 pub mod util;
+pub mod values;
 
 pub use error::{Refusal, RefusalKind};

@@ -292,7 +292,13 @@ async fn assertion_verifies_with_the_published_jwks_in_both_example_verifiers() 
     let signer = scopegate::assertion::AssertionSigner::new(&scopegate::config::AssertionConfig {
         header: http::HeaderName::from_static("x-scopegate-assertion"),
         algorithm: scopegate::config::AssertionAlgorithm::EdDSA,
-        key: Some(der),
+        key: Some(
+            scopegate::values::AssertionKey::from_material(
+                scopegate::config::AssertionAlgorithm::EdDSA,
+                &der,
+            )
+            .unwrap(),
+        ),
         next_key: None,
         kid: None,
         issuer: "scopegate".into(),

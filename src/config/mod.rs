@@ -2,7 +2,11 @@
 //!
 //! `raw` mirrors the TOML file and refuses unknown keys; `validate` turns it into [`Config`], reading key
 //! material and secrets as it goes, and reports every problem as `file:line: message`. A running proxy
-//! never sees raw configuration: it sees a compiled [`crate::runtime::Snapshot`] built from a [`Config`].
+//! never sees raw configuration: it sees a compiled `runtime::Snapshot` built from a [`Config`].
+//!
+//! What needs parsing is parsed here, once, into the types of the [`crate::values`] floor (route
+//! patterns, verification and signing keys), and stored parsed: the layers that build from a [`Config`]
+//! never parse it again. `config` imports nothing from those layers.
 
 mod raw;
 mod validate;
@@ -14,6 +18,8 @@ use std::time::Duration;
 
 use http::{HeaderName, Method};
 use ipnet::IpNet;
+
+use crate::values::{AssertionKey, PathPattern, ProfileAccess, OPENCLAW_ROUTES};
 
 pub use validate::ConfigError;
 pub use values::{AssertionAlgorithm, JwtAlgorithm, ListenAddr, PeerMatch};
@@ -193,7 +199,8 @@ pub struct GrantConfig {
 /// One `[[routes]]` entry (or a profile default).
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
-    pub path: String,
+    /// Parsed when the config is read: an invalid pattern never gets this far.
+    pub path: PathPattern,
     /// Empty means any method.
     pub methods: Vec<Method>,
     /// `Some(true)`: only WebSocket upgrades; `Some(false)`: never upgrades; `None`: both.
@@ -220,10 +227,10 @@ pub enum DefaultRoute {
 pub struct AssertionConfig {
     pub header: HeaderName,
     pub algorithm: AssertionAlgorithm,
-    /// PKCS#8 DER for EdDSA/ES256, the raw secret for HS256; `None`: an ephemeral key is generated.
-    pub key: Option<Vec<u8>>,
+    /// The parsed signing key, of `algorithm`; `None`: an ephemeral key is generated.
+    pub key: Option<AssertionKey>,
     /// Published in the JWKS ahead of a rotation; never used to sign.
-    pub next_key: Option<Vec<u8>>,
+    pub next_key: Option<AssertionKey>,
     pub kid: Option<String>,
     pub issuer: String,
     pub audience: String,
@@ -378,6 +385,26 @@ pub fn openclaw_scopes() -> ScopesConfig {
             ),
         ],
     }
+}
+
+/// The OpenClaw profile's default route table ([`OPENCLAW_ROUTES`]) as routes.
+pub(crate) fn openclaw_routes() -> Vec<RouteConfig> {
+    OPENCLAW_ROUTES
+        .iter()
+        .map(|r| RouteConfig {
+            // A constant table, every row checked by a unit test of `values`.
+            path: PathPattern::parse(r.path).expect("OPENCLAW_ROUTES holds valid patterns"),
+            methods: r.methods.to_vec(),
+            websocket: r.websocket,
+            access: match r.access {
+                ProfileAccess::Public => RouteAccess::Public,
+                ProfileAccess::Require(scopes) => {
+                    RouteAccess::Require(scopes.iter().map(|s| s.to_string()).collect())
+                }
+            },
+            response_header_timeout: None,
+        })
+        .collect()
 }
 
 /// True when a peer address belongs to one of the nets (unix peers match `"unix"` only).

@@ -3,21 +3,21 @@
 //! forged `kid`s costs the IdP at most one request per interval), and the last good set kept while the
 //! IdP is down or serving garbage.
 //!
-//! Each published key is pinned to one algorithm: its own `alg` when it has one, otherwise the one its
-//! key type implies, and only if the config allows it. Symmetric (`oct`) keys are never accepted from a
-//! network document.
+//! Each published key is pinned to one algorithm (`values::VerificationKey::from_jwk`): its own `alg`
+//! when it has one, otherwise the one its key type implies, and only if the config allows it. Symmetric
+//! (`oct`) keys are never accepted from a network document.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::DecodingKey;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{JwtAlgorithm, JwtConfig};
+use crate::values::VerificationKey;
 
 /// A verification key pinned to one algorithm.
 #[derive(Clone)]
@@ -250,11 +250,11 @@ pub fn parse_jwks(
     };
     let mut out = Vec::new();
     for raw in keys {
-        match key_from_jwk_value(raw, None, allowed) {
-            Ok((alg, key, kid)) => out.push(KeyEntry {
-                kid,
-                alg,
-                key,
+        match VerificationKey::from_jwk(raw, None, allowed) {
+            Ok(k) => out.push(KeyEntry {
+                kid: k.kid,
+                alg: k.algorithm,
+                key: k.key,
                 origin: format!("jwks {url}"),
             }),
             Err(e) => tracing::debug!(url, error = %e, "skipping JWKS key"),
@@ -264,84 +264,6 @@ pub fn parse_jwks(
         return Err("JWKS has no usable signature key".into());
     }
     Ok(out)
-}
-
-/// Turns one JWK into a pinned key. With `pinned`, the key must be usable with that algorithm.
-fn key_from_jwk_value(
-    raw: &Value,
-    pinned: Option<JwtAlgorithm>,
-    allowed: &[JwtAlgorithm],
-) -> Result<(JwtAlgorithm, DecodingKey, Option<String>), String> {
-    let jwk: Jwk = serde_json::from_value(raw.clone()).map_err(|e| format!("not a JWK: {e}"))?;
-    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-        return Err("an encryption key".into());
-    }
-    let declared = raw.get("alg").and_then(Value::as_str);
-    let declared = match declared {
-        None => None,
-        Some(name) => {
-            Some(JwtAlgorithm::from_name(name).ok_or_else(|| format!("unsupported alg {name:?}"))?)
-        }
-    };
-    let family_default = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => JwtAlgorithm::RS256,
-        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
-            EllipticCurve::P256 => JwtAlgorithm::ES256,
-            EllipticCurve::P384 => JwtAlgorithm::ES384,
-            _ => return Err("unsupported EC curve".into()),
-        },
-        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
-            JwtAlgorithm::EdDSA
-        }
-        AlgorithmParameters::OctetKeyPair(_) => return Err("unsupported OKP curve".into()),
-        AlgorithmParameters::OctetKey(_) => {
-            return Err("symmetric keys are not accepted from a JWK".into())
-        }
-        _ => return Err("unsupported key type".into()),
-    };
-    let alg = pinned.or(declared).unwrap_or(family_default);
-    let fits = match (&jwk.algorithm, alg) {
-        (AlgorithmParameters::RSA(_), a) => matches!(
-            a,
-            JwtAlgorithm::RS256
-                | JwtAlgorithm::RS384
-                | JwtAlgorithm::RS512
-                | JwtAlgorithm::PS256
-                | JwtAlgorithm::PS384
-                | JwtAlgorithm::PS512
-        ),
-        (AlgorithmParameters::EllipticCurve(ec), JwtAlgorithm::ES256) => {
-            ec.curve == EllipticCurve::P256
-        }
-        (AlgorithmParameters::EllipticCurve(ec), JwtAlgorithm::ES384) => {
-            ec.curve == EllipticCurve::P384
-        }
-        (AlgorithmParameters::OctetKeyPair(_), JwtAlgorithm::EdDSA) => true,
-        _ => false,
-    };
-    if !fits || declared.is_some_and(|d| d != alg) {
-        return Err(format!("key type does not fit algorithm {alg}"));
-    }
-    if pinned.is_none() && !allowed.contains(&alg) {
-        return Err(format!("algorithm {alg} is not in jwks_algorithms"));
-    }
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable key: {e}"))?;
-    Ok((alg, key, jwk.common.key_id.clone()))
-}
-
-/// A `jwk_file` from the config: one JWK (or a JWKS holding exactly one key), pinned to `alg`.
-pub fn decoding_key_from_jwk_bytes(
-    bytes: &[u8],
-    alg: JwtAlgorithm,
-) -> Result<(DecodingKey, Option<String>), String> {
-    let doc: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
-    let jwk = match doc.get("keys").and_then(Value::as_array) {
-        Some(list) if list.len() == 1 => &list[0],
-        Some(_) => return Err("a jwk_file holding a JWKS must contain exactly one key".into()),
-        None => &doc,
-    };
-    let (_, key, kid) = key_from_jwk_value(jwk, Some(alg), &[])?;
-    Ok((key, kid))
 }
 
 #[cfg(test)]

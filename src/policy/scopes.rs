@@ -9,8 +9,11 @@ use std::fmt;
 
 use crate::config::ScopesConfig;
 
-/// The largest catalogue a [`ScopeSet`] can index.
-pub const MAX_SCOPES: usize = 128;
+/// The largest catalogue a [`ScopeSet`] can index (the config refuses a larger one).
+pub use crate::values::MAX_SCOPES;
+
+// One bit per catalogue scope.
+const _: () = assert!(MAX_SCOPES == u128::BITS as usize);
 
 /// A set of catalogue scopes.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]

@@ -17,69 +17,20 @@
 //! travels in the signed assertion and the audit log. Subjects scopegate's own config names — `[[grants]]`
 //! subjects, API-token subjects, `[openclaw] users` — keep their own name, so the gateway can attribute
 //! their sessions per user.
+//!
+//! The gateway's HTTP surface as a default route table is data in the floor,
+//! `values::OPENCLAW_ROUTES`.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use http::{HeaderName, Method};
+use http::HeaderName;
 
-use crate::config::{Config, RouteAccess, RouteConfig};
+use crate::config::Config;
 
 pub mod inband;
 pub mod preauth;
-
-/// The gateway's own HTTP surface as a route table (used when the config has no `[[routes]]`).
-pub fn default_routes() -> Vec<RouteConfig> {
-    fn r(path: &str, methods: &[Method], access: RouteAccess) -> RouteConfig {
-        RouteConfig {
-            path: path.to_string(),
-            methods: methods.to_vec(),
-            websocket: Some(false),
-            access,
-            response_header_timeout: None,
-        }
-    }
-    let get = [Method::GET, Method::HEAD];
-    let req = |s: &[&str]| RouteAccess::Require(s.iter().map(|x| x.to_string()).collect());
-    let mut routes = Vec::new();
-    for p in [
-        "/health",
-        "/healthz",
-        "/ready",
-        "/readyz",
-        "/startup",
-        "/startupz",
-    ] {
-        routes.push(r(p, &get, RouteAccess::Public));
-    }
-    routes.extend([
-        r("/v1/responses", &[Method::POST], req(&["operator.write"])),
-        r(
-            "/v1/chat/completions",
-            &[Method::POST],
-            req(&["operator.write"]),
-        ),
-        r("/v1/embeddings", &[Method::POST], req(&["operator.write"])),
-        r("/v1/models", &get, req(&["operator.read"])),
-        r("/v1/models/*", &get, req(&["operator.read"])),
-        r("/tools/invoke", &[Method::POST], req(&["operator.write"])),
-        r("/sessions/*/history", &get, req(&["operator.read"])),
-        r("/sessions/*/kill", &[], req(&["operator.admin"])),
-    ]);
-    // The WebSocket control plane: any path upgrades to it. Connecting needs an identity; every RPC is
-    // then checked by the gateway against the scopes scopegate sends.
-    routes.push(RouteConfig {
-        path: "/*".into(),
-        methods: vec![Method::GET],
-        websocket: Some(true),
-        access: RouteAccess::Require(Vec::new()),
-        response_header_timeout: None,
-    });
-    // The Control UI and its assets: the gateway's read surface.
-    routes.push(r("/*", &get, req(&["operator.read"])));
-    routes
-}
 
 /// The profile's compiled settings for one snapshot.
 #[derive(Debug, Clone)]
