@@ -434,7 +434,7 @@ async fn scenario_3_device_less_tailscale_and_proxy_operators(ws_url: &str) {
         "hello-ok scopes equal scopegate's effective set"
     );
     let r = s
-        .call(
+        .call_retrying(
             "chat.send",
             json!({"sessionKey": "main", "message": "hi from tailscale", "idempotencyKey": "ts-1"}),
         )
@@ -463,7 +463,7 @@ async fn scenario_3_device_less_tailscale_and_proxy_operators(ws_url: &str) {
     assert_eq!(hello["ok"], true, "{hello}");
     assert_eq!(granted(&hello), sorted(&WRITE_CLOSURE));
     let r = s
-        .call(
+        .call_retrying(
             "chat.send",
             json!({"sessionKey": "main", "message": "hi from the proxy", "idempotencyKey": "tp-1"}),
         )

@@ -73,6 +73,20 @@ impl Session {
     }
 
     /// Calls an RPC and returns its `res` frame.
+    /// [`Session::call`], sent once more when the gateway answers that a session changed under it
+    /// and asks for a retry (its own concurrency check on session writes, raced by the previous
+    /// scenario's still-running turn on the same session key).
+    pub async fn call_retrying(&mut self, method: &str, params: Value) -> Value {
+        let first = self.call(method, params.clone()).await;
+        let retry = first["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("retry the request"));
+        if retry {
+            return self.call(method, params).await;
+        }
+        first
+    }
+
     pub async fn call(&mut self, method: &str, params: Value) -> Value {
         self.next += 1;
         let id = format!("r{}", self.next);
