@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ListenAddr, ServerConfig};
@@ -213,17 +214,7 @@ async fn serve_connection(
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
         let conn = b.serve_connection(io, service);
-        tokio::pin!(conn);
-        let r = tokio::select! {
-            r = conn.as_mut() => r,
-            _ = draining.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "h2 connection ended with an error");
-        }
+        serve_until_drained(conn, |c| c.graceful_shutdown(), draining, "h2").await;
     } else {
         let mut b = hyper::server::conn::http1::Builder::new();
         b.timer(TokioTimer::new())
@@ -233,17 +224,32 @@ async fn serve_connection(
             .max_header_size(hyper_header_limit(&server))
             .max_buf_size(hyper_header_limit(&server).max(8192) + 8192);
         let conn = b.serve_connection(io, service).with_upgrades();
-        tokio::pin!(conn);
-        let r = tokio::select! {
-            r = conn.as_mut() => r,
-            _ = draining.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "h1 connection ended with an error");
+        serve_until_drained(conn, |c| c.graceful_shutdown(), draining, "h1").await;
+    }
+}
+
+/// Serves one connection until it ends; when draining begins, asks it to finish gracefully with
+/// `begin_drain` (HTTP/1.1 closes after the current response, HTTP/2 sends GOAWAY) and waits for
+/// that. One function for both protocols (hyper's two connection types share no trait for it).
+async fn serve_until_drained<C, F>(
+    conn: C,
+    begin_drain: F,
+    draining: CancellationToken,
+    protocol: &'static str,
+) where
+    C: std::future::Future<Output = Result<(), hyper::Error>>,
+    F: FnOnce(std::pin::Pin<&mut C>),
+{
+    tokio::pin!(conn);
+    let r = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = draining.cancelled() => {
+            begin_drain(conn.as_mut());
+            conn.await
         }
+    };
+    if let Err(e) = r {
+        tracing::debug!(error = %e, protocol, "connection ended with an error");
     }
 }
 
