@@ -32,6 +32,8 @@ pub mod properties;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
+pub mod stream;
+pub mod tls;
 pub mod tokens;
 pub mod upstream;
 pub mod util;

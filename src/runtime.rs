@@ -5,7 +5,13 @@
 //! does the expensive work up front: scope closure, route compilation, key parsing, API-token
 //! identities, the managed-header set.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use http::{HeaderName, HeaderValue};
 
@@ -115,7 +121,7 @@ impl Snapshot {
         route_labels.push(Arc::from("default"));
         let upstream_fingerprint = crate::upstream::client::fingerprint(&config.upstream);
         let tls = match &config.server.tls {
-            Some(t) => Some(crate::server::tls::acceptor(t)?),
+            Some(t) => Some(crate::tls::acceptor(t)?),
             None => None,
         };
         let table_size = config.limits.table_size.max(64);
@@ -218,4 +224,132 @@ impl Snapshot {
     pub fn jwks(&self) -> Option<&Arc<JwksCache>> {
         self.sources.jwt.as_ref().and_then(|j| j.jwks())
     }
+}
+
+/// State shared by every worker and the control thread.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Set when shutdown begins: stop accepting, finish in-flight work.
+    pub draining: CancellationToken,
+    /// Set when the drain deadline passes: end everything still running.
+    pub stop: CancellationToken,
+    /// Upgraded connections (WebSockets) outlive their HTTP connection; they are tracked here.
+    pub tracker: TaskTracker,
+    pub boot_id: String,
+    generation: AtomicU64,
+    reload_lock: Mutex<()>,
+    jwks_ready: AtomicBool,
+}
+
+impl Shared {
+    /// The state of a proxy about to start with `snapshot` (generation 1).
+    pub fn new(snapshot: Snapshot, boot_id: String) -> Shared {
+        Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            draining: CancellationToken::new(),
+            stop: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            boot_id,
+            generation: AtomicU64::new(1),
+            reload_lock: Mutex::new(()),
+            jwks_ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Compiles `config` and, if that succeeds, makes it current. On failure the old config keeps
+    /// serving. Returns the new generation.
+    pub async fn install(&self, config: Config) -> Result<u64, String> {
+        let current = self.snapshot();
+        if config.server.listen != current.config.server.listen
+            || config.server.admin_listen != current.config.server.admin_listen
+            || config.server.workers != current.config.server.workers
+        {
+            tracing::warn!("listen addresses and worker count change only on restart; the rest of the new config applies now");
+        }
+        let generation = {
+            let _guard = self
+                .reload_lock
+                .lock()
+                .map_err(|_| "reload lock poisoned".to_string())?;
+            self.generation.load(Ordering::Acquire) + 1
+        };
+        let snap = Snapshot::build(config, generation, Some(&current))?;
+        if let Some(jwks) = snap.jwks() {
+            let reused = current.jwks().is_some_and(|c| Arc::ptr_eq(c, jwks));
+            if !reused {
+                if !jwks.initial_fetch(Duration::from_secs(10)).await {
+                    tracing::warn!(
+                        url = jwks.url(),
+                        "new JWKS is not reachable yet; JWT requests get 503 until it is"
+                    );
+                }
+                jwks.spawn_refresher(self.draining.clone());
+            }
+        }
+        let _guard = self
+            .reload_lock
+            .lock()
+            .map_err(|_| "reload lock poisoned".to_string())?;
+        self.generation.store(generation, Ordering::Release);
+        self.snapshot.store(Arc::new(snap));
+        crate::metrics::get()
+            .config_generation
+            .set(generation as i64);
+        Ok(generation)
+    }
+
+    /// Ready: not draining, JWKS (if any) loaded, upstream accepting TCP connections.
+    pub async fn readiness(&self) -> Readiness {
+        let snap = self.snapshot();
+        let jwks_ok = snap.jwks().is_none_or(|j| j.has_keys());
+        if jwks_ok {
+            self.jwks_ready.store(true, Ordering::Release);
+        }
+        let authority = snap.config.upstream.authority.clone();
+        let port = authority
+            .port_u16()
+            .unwrap_or(if snap.config.upstream.scheme_https {
+                443
+            } else {
+                80
+            });
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let upstream_ok = matches!(
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::net::TcpStream::connect((host.as_str(), port))
+            )
+            .await,
+            Ok(Ok(_))
+        );
+        let draining = self.draining.is_cancelled();
+        Readiness {
+            ready: jwks_ok && upstream_ok && !draining,
+            config_generation: snap.generation,
+            jwks_ok,
+            upstream_ok,
+            draining,
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub config_generation: u64,
+    pub jwks_ok: bool,
+    pub upstream_ok: bool,
+    pub draining: bool,
 }

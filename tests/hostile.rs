@@ -1498,8 +1498,10 @@ async fn the_limit_tables_stay_within_their_size_under_100k_addresses() {
     assert_eq!(capacity, 1024.0);
     assert!(entries <= capacity && entries > 0.0, "{entries} entries");
     let evictions = support::metric(&m, "scopegate_rate_limit_evictions_total", &labels);
+    // Every address past the table's size evicts one, except the rare take that lost every race for
+    // its set to the other worker and went through untracked (see `limits`).
     assert!(
-        evictions >= f64::from(ADDRESSES) - capacity,
+        evictions >= 0.99 * (f64::from(ADDRESSES) - capacity),
         "{evictions} evictions"
     );
     // A new address in the full table evicts the least busy entry, never itself: its second request

@@ -17,8 +17,8 @@ use tower::Service;
 use super::context::{ConnInfo, Context, Done, Exchange};
 use crate::audit::{self, AuditRecord};
 use crate::error::{Refusal, RefusalKind};
+use crate::runtime::Shared;
 use crate::runtime::Snapshot;
-use crate::server::Shared;
 use crate::upstream::body::ResponseBody;
 
 /// The finish layer, made per connection (it knows the connection's peer).

@@ -14,8 +14,8 @@ use hyper::body::Incoming;
 
 use super::context::{Context, Done, Exchange};
 use crate::error::{Refusal, RefusalKind};
+use crate::runtime::Shared;
 use crate::runtime::Snapshot;
-use crate::server::Shared;
 use crate::upstream::body::{scrub_response_headers, RequestBody, ResponseBody};
 use crate::upstream::client::UpstreamClient;
 use crate::upstream::handshake::Offer;
@@ -66,7 +66,7 @@ async fn dispatch(
     let snap = ctx.snap.clone();
     let client = worker.client(&snap)?;
     if ctx.in_band {
-        return crate::upstream::openclaw::inband::accept(worker.shared.clone(), client, ctx, req);
+        return super::in_band::accept(worker.shared.clone(), client, ctx, req);
     }
     *req.uri_mut() = client.upstream_uri(req.uri().path_and_query())?;
     *req.version_mut() = if snap.config.upstream.http2 {

@@ -20,6 +20,7 @@ pub mod finish;
 pub mod forward;
 pub mod hygiene;
 pub mod identify;
+pub mod in_band;
 pub mod inject;
 pub mod limits;
 pub mod phase;

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{ListenAddr, ServerConfig};
 use crate::identity::Peer;
 use crate::proxy::{ConnInfo, Worker};
-use crate::server::io::{detect_h2, ServerIo, Stream};
+use crate::stream::{detect_h2, ServerIo, Stream};
 
 /// A bound listener not yet attached to a runtime (std types, so they can move to worker threads).
 pub enum BoundListener {

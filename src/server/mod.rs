@@ -9,138 +9,19 @@
 
 pub mod admin;
 pub mod explain;
-pub mod io;
 pub mod listener;
 pub mod reload;
-pub mod tls;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::runtime::Snapshot;
-
-/// State shared by every worker and the control thread.
-pub struct Shared {
-    pub snapshot: ArcSwap<Snapshot>,
-    /// Set when shutdown begins: stop accepting, finish in-flight work.
-    pub draining: CancellationToken,
-    /// Set when the drain deadline passes: end everything still running.
-    pub stop: CancellationToken,
-    /// Upgraded connections (WebSockets) outlive their HTTP connection; they are tracked here.
-    pub tracker: TaskTracker,
-    pub boot_id: String,
-    generation: AtomicU64,
-    reload_lock: Mutex<()>,
-    jwks_ready: AtomicBool,
-}
-
-impl Shared {
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
-    }
-
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    /// Compiles `config` and, if that succeeds, makes it current. On failure the old config keeps
-    /// serving. Returns the new generation.
-    pub async fn install(&self, config: Config) -> Result<u64, String> {
-        let current = self.snapshot();
-        if config.server.listen != current.config.server.listen
-            || config.server.admin_listen != current.config.server.admin_listen
-            || config.server.workers != current.config.server.workers
-        {
-            tracing::warn!("listen addresses and worker count change only on restart; the rest of the new config applies now");
-        }
-        let generation = {
-            let _guard = self
-                .reload_lock
-                .lock()
-                .map_err(|_| "reload lock poisoned".to_string())?;
-            self.generation.load(Ordering::Acquire) + 1
-        };
-        let snap = Snapshot::build(config, generation, Some(&current))?;
-        if let Some(jwks) = snap.jwks() {
-            let reused = current.jwks().is_some_and(|c| Arc::ptr_eq(c, jwks));
-            if !reused {
-                if !jwks.initial_fetch(Duration::from_secs(10)).await {
-                    tracing::warn!(
-                        url = jwks.url(),
-                        "new JWKS is not reachable yet; JWT requests get 503 until it is"
-                    );
-                }
-                jwks.spawn_refresher(self.draining.clone());
-            }
-        }
-        let _guard = self
-            .reload_lock
-            .lock()
-            .map_err(|_| "reload lock poisoned".to_string())?;
-        self.generation.store(generation, Ordering::Release);
-        self.snapshot.store(Arc::new(snap));
-        crate::metrics::get()
-            .config_generation
-            .set(generation as i64);
-        Ok(generation)
-    }
-
-    /// Ready: not draining, JWKS (if any) loaded, upstream accepting TCP connections.
-    pub async fn readiness(&self) -> Readiness {
-        let snap = self.snapshot();
-        let jwks_ok = snap.jwks().is_none_or(|j| j.has_keys());
-        if jwks_ok {
-            self.jwks_ready.store(true, Ordering::Release);
-        }
-        let authority = snap.config.upstream.authority.clone();
-        let port = authority
-            .port_u16()
-            .unwrap_or(if snap.config.upstream.scheme_https {
-                443
-            } else {
-                80
-            });
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let upstream_ok = matches!(
-            tokio::time::timeout(
-                Duration::from_secs(1),
-                tokio::net::TcpStream::connect((host.as_str(), port))
-            )
-            .await,
-            Ok(Ok(_))
-        );
-        let draining = self.draining.is_cancelled();
-        Readiness {
-            ready: jwks_ok && upstream_ok && !draining,
-            config_generation: snap.generation,
-            jwks_ok,
-            upstream_ok,
-            draining,
-        }
-    }
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Readiness {
-    pub ready: bool,
-    pub config_generation: u64,
-    pub jwks_ok: bool,
-    pub upstream_ok: bool,
-    pub draining: bool,
-}
+pub use crate::runtime::{Readiness, Shared};
 
 /// A started proxy.
 pub struct ServerHandle {
@@ -255,16 +136,10 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
     };
     let admin_addr = admin_std.as_ref().and_then(|l| l.local_addr().ok());
     let boot: [u8; 6] = crate::util::random_bytes();
-    let shared = Arc::new(Shared {
-        snapshot: ArcSwap::from_pointee(snap),
-        draining: CancellationToken::new(),
-        stop: CancellationToken::new(),
-        tracker: TaskTracker::new(),
-        boot_id: boot.iter().map(|b| format!("{b:02x}")).collect(),
-        generation: AtomicU64::new(1),
-        reload_lock: Mutex::new(()),
-        jwks_ready: AtomicBool::new(false),
-    });
+    let shared = Arc::new(Shared::new(
+        snap,
+        boot.iter().map(|b| format!("{b:02x}")).collect(),
+    ));
     crate::metrics::get().config_generation.set(1);
 
     // Control thread: admin listener, JWKS, reload watcher.
