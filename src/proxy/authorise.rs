@@ -121,3 +121,78 @@ fn requested_scopes<B>(snap: &Snapshot, req: &Request<B>) -> Result<Option<Scope
     let names = s.split([',', ' ']).map(str::trim).filter(|n| !n.is_empty());
     Ok(Some(snap.policy.catalogue.parse(names).0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::testing::{config, exchange, get, run, snapshot, Outcome};
+    use crate::proxy::Identify;
+    use tower::ServiceBuilder;
+
+    /// Identify then authorise (a decision needs an identity).
+    struct Both;
+    impl<S> tower::Layer<S> for Both {
+        type Service = <Identify as tower::Layer<PhaseService<Authorise, S>>>::Service;
+        fn layer(&self, inner: S) -> Self::Service {
+            ServiceBuilder::new()
+                .layer(Identify)
+                .layer(Authorise)
+                .service(inner)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_route_decides_against_the_effective_scopes() {
+        let snap = snapshot(&config());
+        let req = |m: Method, path: &str, token: Option<&str>, ws: bool| {
+            let mut r = get(path).method(m);
+            if let Some(t) = token {
+                r = r.header("authorization", format!("Bearer {t}"));
+            }
+            let mut ex = exchange(&snap, "192.0.2.9", r.body(()).unwrap());
+            ex.ctx.websocket = ws;
+            ex
+        };
+        let cases = [
+            (
+                "read with a read token",
+                req(Method::GET, "/v1/models", Some("sg_reader"), false),
+                "reached",
+            ),
+            (
+                "write with a read token",
+                req(Method::POST, "/v1/responses", Some("sg_reader"), false),
+                "missing_scope",
+            ),
+            (
+                "write with a write token",
+                req(Method::POST, "/v1/responses", Some("sg_writer"), false),
+                "reached",
+            ),
+            (
+                "no credential",
+                req(Method::GET, "/v1/models", None, false),
+                "no_credential",
+            ),
+            (
+                "in-band WebSocket",
+                req(Method::GET, "/", None, true),
+                "reached",
+            ),
+        ];
+        for (name, ex, want) in cases {
+            let got = run(Both, ex).await;
+            assert_eq!(got.code(), want, "{name}");
+            if let Outcome::Reached(ex) = got {
+                assert_eq!(ex.ctx.in_band, name == "in-band WebSocket", "{name}");
+                assert_eq!(ex.ctx.decision.is_some(), !ex.ctx.in_band, "{name}");
+            }
+        }
+        let whoami = run(
+            Both,
+            req(Method::GET, WHOAMI_PATH, Some("sg_reader"), false),
+        )
+        .await;
+        assert!(matches!(whoami, Outcome::Answered(200)));
+    }
+}

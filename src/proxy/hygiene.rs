@@ -185,3 +185,141 @@ fn check_framing<B>(req: &Request<B>) -> Result<(), Refusal> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::testing::{config, exchange, get, run, snapshot, Outcome};
+
+    #[tokio::test]
+    async fn hygiene_refuses_every_ambiguous_request_and_fixes_the_client_address() {
+        let snap = snapshot(&config());
+        let ws = |b: http::request::Builder| {
+            b.header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-version", "13")
+        };
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let cases: Vec<(&str, &str, http::Request<()>, &str)> = vec![
+            (
+                "plain GET",
+                "192.0.2.9",
+                get("/v1/models").body(()).unwrap(),
+                "reached",
+            ),
+            (
+                "double slash",
+                "192.0.2.9",
+                get("/v1//models").body(()).unwrap(),
+                "path_empty_segment",
+            ),
+            (
+                "encoded slash",
+                "192.0.2.9",
+                get("/v1%2Fmodels").body(()).unwrap(),
+                "path_encoded_separator",
+            ),
+            (
+                "dot segment",
+                "192.0.2.9",
+                get("/v1/../admin").body(()).unwrap(),
+                "path_dot_segment",
+            ),
+            (
+                "CONNECT",
+                "192.0.2.9",
+                get("/v1/models").method(Method::CONNECT).body(()).unwrap(),
+                "connect_not_supported",
+            ),
+            (
+                "gzip coding",
+                "192.0.2.9",
+                Request::post("/v1/responses")
+                    .header("host", "gw.test")
+                    .header("transfer-encoding", "gzip")
+                    .body(())
+                    .unwrap(),
+                "unsupported_transfer_coding",
+            ),
+            (
+                "two Host headers",
+                "192.0.2.9",
+                get("/v1/models")
+                    .header("host", "other.test")
+                    .body(())
+                    .unwrap(),
+                "duplicate_host",
+            ),
+            (
+                "alias from a trusted proxy",
+                "10.0.0.5",
+                get("/v1/models")
+                    .header("x_forwarded_user", "root")
+                    .body(())
+                    .unwrap(),
+                "smuggled_header_alias",
+            ),
+            (
+                "upgrade by POST",
+                "192.0.2.9",
+                ws(Request::post("/")
+                    .header("host", "gw.test")
+                    .header("sec-websocket-key", key))
+                .body(())
+                .unwrap(),
+                "websocket_method",
+            ),
+            (
+                "upgrade without a key",
+                "192.0.2.9",
+                ws(get("/")).body(()).unwrap(),
+                "websocket_key",
+            ),
+            (
+                "cross-site upgrade",
+                "192.0.2.9",
+                ws(get("/"))
+                    .header("sec-websocket-key", key)
+                    .header("origin", "https://evil.example")
+                    .body(())
+                    .unwrap(),
+                "origin_not_allowed",
+            ),
+            (
+                "same-origin upgrade",
+                "192.0.2.9",
+                ws(get("/"))
+                    .header("sec-websocket-key", key)
+                    .header("origin", "http://gw.test")
+                    .body(())
+                    .unwrap(),
+                "reached",
+            ),
+        ];
+        for (name, peer, req, want) in cases {
+            let got = run(Hygiene, exchange(&snap, peer, req)).await;
+            assert_eq!(got.code(), want, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn forwarding_headers_count_only_from_trusted_peers() {
+        let snap = snapshot(&config());
+        let req = || {
+            get("/v1/models")
+                .header("x-forwarded-for", "203.0.113.7")
+                .body(())
+                .unwrap()
+        };
+        for (peer, client) in [("192.0.2.9", "192.0.2.9"), ("10.0.0.5", "203.0.113.7")] {
+            let Outcome::Reached(ex) = run(Hygiene, exchange(&snap, peer, req())).await else {
+                panic!("refused from {peer}");
+            };
+            assert_eq!(
+                ex.ctx.forwarded.client_ip,
+                client.parse().ok(),
+                "from {peer}"
+            );
+        }
+    }
+}

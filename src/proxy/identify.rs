@@ -218,3 +218,68 @@ fn charge_identity(ctx: &Context) -> Result<(), Refusal> {
         .limiter
         .request_by(&ctx.snap.config.limits, tag, ctx.started)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::testing::{config, exchange, get, run, snapshot, Outcome};
+
+    fn with_token(snap: &Arc<Snapshot>, ip: &str, token: Option<&str>) -> Exchange<()> {
+        let mut req = get("/v1/models");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let mut ex = exchange(snap, ip, req.body(()).unwrap());
+        ex.ctx.forwarded.client_ip = ip.parse().ok();
+        ex
+    }
+
+    #[tokio::test]
+    async fn credentials_identify_or_refuse_and_bad_ones_spend_the_failure_budget() {
+        let snap = snapshot(&config());
+        let cases = [
+            (Some("sg_reader"), "reached", Some("reader")),
+            (Some("sg_writer"), "reached", Some("writer")),
+            (None, "reached", None),
+            (Some("not a token"), "malformed_authorization", None),
+        ];
+        for (token, want, subject) in cases {
+            let got = run(Identify, with_token(&snap, "192.0.2.9", token)).await;
+            assert_eq!(got.code(), want, "{token:?}");
+            if let Outcome::Reached(ex) = got {
+                let who = ex
+                    .ctx
+                    .identified
+                    .identity
+                    .as_ref()
+                    .map(|i| i.subject.as_str());
+                assert_eq!(who, subject, "{token:?}");
+                assert!(
+                    ex.ctx.route.is_some(),
+                    "the route is matched before identification"
+                );
+            }
+        }
+        // One failure an hour per address (the test config): the second unknown token is refused
+        // before it is looked at, and a valid token from the same address gives nothing back.
+        let ip = "198.51.100.3";
+        assert_eq!(
+            run(Identify, with_token(&snap, ip, Some("guess-1")))
+                .await
+                .code(),
+            "unknown_token"
+        );
+        assert_eq!(
+            run(Identify, with_token(&snap, ip, Some("guess-2")))
+                .await
+                .code(),
+            "failed_auth"
+        );
+        assert_eq!(
+            run(Identify, with_token(&snap, "198.51.100.4", Some("guess-1")))
+                .await
+                .code(),
+            "unknown_token"
+        );
+    }
+}

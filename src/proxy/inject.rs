@@ -139,3 +139,61 @@ pub fn set_upstream_headers(
     });
     headers.insert(snap.assertion.header_name().clone(), assertion);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::testing::{config, exchange, get, run, snapshot, Outcome};
+    use crate::proxy::{Authorise, Identify};
+    use tower::ServiceBuilder;
+
+    struct Path3;
+    impl<S> tower::Layer<S> for Path3 {
+        type Service =
+            <Identify as tower::Layer<PhaseService<Authorise, PhaseService<Inject, S>>>>::Service;
+        fn layer(&self, inner: S) -> Self::Service {
+            ServiceBuilder::new()
+                .layer(Identify)
+                .layer(Authorise)
+                .layer(Inject)
+                .service(inner)
+        }
+    }
+
+    #[tokio::test]
+    async fn client_copies_go_and_scopegates_own_headers_are_set() {
+        let snap = snapshot(&config());
+        let req = get("/v1/models")
+            .header("authorization", "Bearer sg_reader")
+            .header("x-forwarded-user", "root")
+            .header("x-openclaw-scopes", "operator.admin")
+            .header("x-scopegate-assertion", "forged")
+            .header("connection", "x-keep-me")
+            .header("x-keep-me", "1")
+            .body(())
+            .unwrap();
+        let mut ex = exchange(&snap, "192.0.2.9", req);
+        // What hygiene would have established for this peer.
+        ex.ctx.forwarded.client_ip = "192.0.2.9".parse().ok();
+        let Outcome::Reached(ex) = run(Path3, ex).await else {
+            panic!("refused");
+        };
+        let h = ex.req.headers();
+        assert_eq!(
+            h["x-openclaw-scopes"],
+            "operator.read,operator.sessions.read"
+        );
+        assert_ne!(h["x-forwarded-user"], "root");
+        assert_ne!(h["x-scopegate-assertion"], "forged");
+        assert_eq!(h["x-forwarded-for"], "192.0.2.9");
+        assert_eq!(h["x-request-id"], "test-1");
+        for gone in ["host", "connection", "x-keep-me"] {
+            assert!(!h.contains_key(gone), "{gone} reached the upstream");
+        }
+        assert_eq!(forwarded_path("/base", "/v1/x"), "/base/v1/x");
+        assert!(matches!(
+            forwarded_path("", "/v1/x"),
+            Cow::Borrowed("/v1/x")
+        ));
+    }
+}

@@ -91,3 +91,61 @@ fn check_limits<B>(snap: &Snapshot, req: &Request<B>) -> Result<(), Refusal> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::testing::{config, exchange, get, run, snapshot};
+
+    #[tokio::test]
+    async fn oversized_requests_and_a_spent_address_bucket_are_refused() {
+        let snap = snapshot(&config());
+        let mut crowded = get("/v1/models");
+        for i in 0..25 {
+            crowded = crowded.header(format!("x-h{i}"), "v");
+        }
+        let cases: Vec<(&str, http::Request<()>, &str)> = vec![
+            ("small GET", get("/v1/models").body(()).unwrap(), "reached"),
+            (
+                "25 headers, 20 allowed",
+                crowded.body(()).unwrap(),
+                "too_many_headers",
+            ),
+            (
+                "declared body over 1 KiB",
+                Request::post("/v1/responses")
+                    .header("host", "gw.test")
+                    .header("content-length", "4096")
+                    .body(())
+                    .unwrap(),
+                "payload_too_large",
+            ),
+            (
+                "unreadable Content-Length",
+                Request::post("/v1/responses")
+                    .header("host", "gw.test")
+                    .header("content-length", "x")
+                    .body(())
+                    .unwrap(),
+                "bad_content_length",
+            ),
+        ];
+        for (name, req, want) in cases {
+            // Each case from its own address: the request bucket is not what this table tests.
+            let peer = format!("192.0.2.{}", 10 + name.len());
+            let mut ex = exchange(&snap, &peer, req);
+            ex.ctx.forwarded.client_ip = peer.parse().ok();
+            assert_eq!(run(Limits, ex).await.code(), want, "{name}");
+        }
+        // Two requests an hour from one address, then 429 with Retry-After.
+        let from = |ip: &str| {
+            let mut ex = exchange(&snap, ip, get("/v1/models").body(()).unwrap());
+            ex.ctx.forwarded.client_ip = ip.parse().ok();
+            ex
+        };
+        for want in ["reached", "reached", "address_requests"] {
+            assert_eq!(run(Limits, from("198.51.100.1")).await.code(), want);
+        }
+        assert_eq!(run(Limits, from("198.51.100.2")).await.code(), "reached");
+    }
+}

@@ -25,6 +25,8 @@ pub mod inject;
 pub mod limits;
 pub mod phase;
 pub mod public_keys;
+#[cfg(test)]
+mod testing;
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -34,3 +34,32 @@ impl Phase for PublicKeys {
         Verdict::Next
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::testing::{config, exchange, get, run, snapshot, Outcome};
+
+    #[tokio::test]
+    async fn the_public_keys_are_answered_here_and_everything_else_passes_on() {
+        let snap = snapshot(&config());
+        let ex =
+            |m: Method, p: &str| exchange(&snap, "192.0.2.9", get(p).method(m).body(()).unwrap());
+        assert!(matches!(
+            run(PublicKeys, ex(Method::GET, JWKS_PATH)).await,
+            Outcome::Answered(200)
+        ));
+        assert!(matches!(
+            run(PublicKeys, ex(Method::HEAD, JWKS_PATH)).await,
+            Outcome::Answered(200)
+        ));
+        assert_eq!(
+            run(PublicKeys, ex(Method::POST, JWKS_PATH)).await.code(),
+            "reached"
+        );
+        assert_eq!(
+            run(PublicKeys, ex(Method::GET, "/v1/models")).await.code(),
+            "reached"
+        );
+    }
+}

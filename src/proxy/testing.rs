@@ -29,25 +29,32 @@ pub fn exchange(snap: &Arc<Snapshot>, peer: &str, req: Request<()>) -> Exchange<
     Exchange { ctx, req }
 }
 
-/// What the stub behind the layers saw, if the request got that far.
-pub type Reached = Arc<Mutex<Option<Exchange<()>>>>;
+/// A stub for the rest of the stack: it records the exchange it is given and answers 200.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub reached: Arc<Mutex<Option<Exchange<()>>>>,
+}
 
-/// A stub for the rest of the stack: it records the exchange and answers 200.
-pub fn recorder() -> (
-    impl Service<Exchange<()>, Response = Done, Error = Infallible> + Clone,
-    Reached,
-) {
-    let reached: Reached = Arc::default();
-    let seen = reached.clone();
-    let svc = tower::service_fn(move |ex: Exchange<()>| {
-        let seen = seen.clone();
-        async move {
-            let ctx = ex.ctx.clone();
-            *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(ex);
-            Ok::<_, Infallible>(Done::answered(ctx, Response::new(ResponseBody::empty())))
-        }
-    });
-    (svc, reached)
+impl Service<Exchange<()>> for Recorder {
+    type Response = Done;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Done, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, ex: Exchange<()>) -> Self::Future {
+        let ctx = ex.ctx.clone();
+        *self.reached.lock().unwrap_or_else(|e| e.into_inner()) = Some(ex);
+        std::future::ready(Ok(Done::answered(
+            ctx,
+            Response::new(ResponseBody::empty()),
+        )))
+    }
 }
 
 /// What a layer did with one exchange.
@@ -73,13 +80,12 @@ impl Outcome {
 /// Runs `ex` through `layer` in front of the recording stub.
 pub async fn run<L>(layer: L, ex: Exchange<()>) -> Outcome
 where
-    L: tower::Layer<tower::util::BoxCloneSyncService<Exchange<()>, Done, Infallible>>,
+    L: tower::Layer<Recorder>,
     L::Service: Service<Exchange<()>, Response = Done, Error = Infallible>,
 {
-    let (stub, reached) = recorder();
-    let svc = ServiceBuilder::new()
-        .layer(layer)
-        .service(tower::util::BoxCloneSyncService::new(stub));
+    let stub = Recorder::default();
+    let reached = stub.reached.clone();
+    let svc = ServiceBuilder::new().layer(layer).service(stub);
     let Ok(done) = svc.oneshot(ex).await;
     let passed = reached.lock().unwrap_or_else(|e| e.into_inner()).take();
     match (done.outcome, passed) {
@@ -87,6 +93,46 @@ where
         (Ok(_), Some(ex)) => Outcome::Reached(Box::new(ex)),
         (Ok(resp), None) => Outcome::Answered(resp.status().as_u16()),
     }
+}
+
+/// One config for every phase's tests: the openclaw profile, a trusted proxy on 10/8, a reader and a
+/// writer API token (`sg_reader`, `sg_writer`), small limits.
+const CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+max_headers = 20
+max_body_bytes = "1KiB"
+[upstream]
+url = "http://127.0.0.1:9"
+profile = "openclaw"
+[trusted_proxy]
+peers = ["10.0.0.0/8"]
+user_header = "x-forwarded-user"
+[[api_tokens]]
+subject = "reader"
+sha256 = "SHA_READER"
+scopes = ["operator.read"]
+[[api_tokens]]
+subject = "writer"
+sha256 = "SHA_WRITER"
+scopes = ["operator.write"]
+[limits]
+requests_per_address = "2/h"
+requests_per_address_burst = 2
+failed_auth_per_address = "1/h"
+failed_auth_burst = 1
+"#;
+
+pub fn config() -> String {
+    CONFIG
+        .replace(
+            "SHA_READER",
+            &crate::identity::api_token::sha256_hex(b"sg_reader"),
+        )
+        .replace(
+            "SHA_WRITER",
+            &crate::identity::api_token::sha256_hex(b"sg_writer"),
+        )
 }
 
 /// A request builder shorthand.
