@@ -132,7 +132,12 @@ fn panic_response() -> Response<ResponseBody> {
     .to_response("-")
 }
 
-fn request_id<B>(boot_id: &str, snap: &Snapshot, conn: &ConnInfo, req: &Request<B>) -> HeaderValue {
+pub(crate) fn request_id<B>(
+    boot_id: &str,
+    snap: &Snapshot,
+    conn: &ConnInfo,
+    req: &Request<B>,
+) -> HeaderValue {
     let peers = &snap.config.server.request_id_peers;
     if !peers.is_empty() && crate::config::peer_matches(peers, conn.peer.ip()) {
         if let Some(v) = req.headers().get("x-request-id") {

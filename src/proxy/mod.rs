@@ -13,9 +13,13 @@
 //! Limits come after hygiene because they count per client address, which hygiene establishes from
 //! trusted forwarding headers; the listener's own limits (header-read timeout, connection count,
 //! hyper's head cap) apply before the stack.
+//!
+//! [`embed`] runs hygiene, limits, identify and authorise — these same layers — in front of a service
+//! of your own instead of `inject` and `forward` (issue 16, "the layers are a library").
 
 pub mod authorise;
 pub mod context;
+pub mod embed;
 pub mod finish;
 pub mod forward;
 pub mod hygiene;
