@@ -79,3 +79,4 @@ pub fn stack(
             async move { Ok::<_, Infallible>(forward::forward(worker, ex).await) }
         })
 }
+
