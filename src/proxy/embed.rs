@@ -361,7 +361,7 @@ where
         let request_id = finish::request_id(&gate.boot_id, &gate.snap, &conn, &req);
         let (parts, body) = req.into_parts();
         let head = Request::from_parts(parts, ());
-        let ctx = Context::new(gate.snap.clone(), conn, request_id, &head);
+        let ctx = Box::new(Context::new(gate.snap.clone(), conn, request_id, &head));
         let deciding = self.phases.call(Exchange { ctx, req: head });
         // The readied service goes with the future; this one keeps a fresh clone.
         let clone = self.inner.clone();
@@ -388,7 +388,7 @@ pin_project_lite::pin_project! {
     #[project = StateProj]
     enum State<S: Service<Request<B>>, B> {
         Deciding { #[pin] deciding: Deciding, body: Option<B>, inner: Option<S> },
-        Calling { #[pin] call: S::Future, ctx: Option<Context>, since: Instant },
+        Calling { #[pin] call: S::Future, ctx: Option<Box<Context>>, since: Instant },
         Finished,
     }
 }

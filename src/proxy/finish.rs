@@ -67,7 +67,7 @@ where
         let Finish { shared, conn } = &self.finish;
         let snap = shared.snapshot.load_full();
         let request_id = request_id(&shared.boot_id, &snap, conn, &req);
-        let ctx = Context::new(snap, conn.clone(), request_id, &req);
+        let ctx = Box::new(Context::new(snap, conn.clone(), request_id, &req));
         FinishFuture {
             inner: self.inner.call(Exchange { ctx, req }),
         }

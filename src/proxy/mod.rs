@@ -76,7 +76,10 @@ pub fn stack(
         .layer(Inject)
         .service_fn(move |ex: Exchange<Incoming>| {
             let worker = worker.clone();
-            async move { Ok::<_, Infallible>(forward::forward(worker, ex).await) }
+            // Boxed once here: every layer above moves its inner future by value, and unboxed the
+            // forwarding state (upstream send, body, timers) would be copied at each of them.
+            let forwarding: std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>> =
+                Box::pin(forward::forward(worker, ex));
+            async move { Ok::<_, Infallible>(forwarding.await) }
         })
 }
-

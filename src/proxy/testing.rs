@@ -25,7 +25,12 @@ pub fn snapshot(toml: &str) -> Arc<Snapshot> {
 pub fn exchange(snap: &Arc<Snapshot>, peer: &str, req: Request<()>) -> Exchange<()> {
     let ip: IpAddr = peer.parse().unwrap_or_else(|_| panic!("peer {peer}"));
     let conn = Arc::new(ConnInfo::new(Peer::Tcp(ip), false));
-    let ctx = Context::new(snap.clone(), conn, HeaderValue::from_static("test-1"), &req);
+    let ctx = Box::new(Context::new(
+        snap.clone(),
+        conn,
+        HeaderValue::from_static("test-1"),
+        &req,
+    ));
     Exchange { ctx, req }
 }
 
