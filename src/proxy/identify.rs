@@ -3,8 +3,7 @@
 //!
 //! The common case never waits: an API token or a JWT verified before is answered from the token
 //! cache, synchronously. Everything else — a first-seen JWT (a JWKS refetch may be needed), a
-//! Tailscale WhoIs — runs in a boxed future, the only allocation on the path and only on this slow
-//! path. A credential about to be verified first reserves one failed authentication from the client
+//! Tailscale WhoIs — runs in a boxed future, on this slow path only. A credential about to be verified first reserves one failed authentication from the client
 //! address's bucket, so a locked-out address costs no signature check; a valid credential gives it
 //! back. Once the caller is known, its per-identity request bucket is charged.
 //!

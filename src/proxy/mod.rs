@@ -7,8 +7,11 @@
 //! Each phase is one file. Down the stack travels an [`Exchange`] — the request and its [`Context`],
 //! where each phase records what it learned; back up comes a [`Done`] — the context and the outcome —
 //! from which `finish` renders the refusal, the audit line and the metrics. The synchronous phases
-//! return [`phase::Step`], an enum future, and only identification's slow path (a first-seen JWT, a
-//! WhoIs) boxes its future, so the cached-token path allocates nothing for the shape of the stack.
+//! return [`phase::Step`], an enum future; identification's slow path (a first-seen JWT, a WhoIs)
+//! boxes its future. Two allocations per request are deliberate: the context and the forwarding
+//! future are boxed once, because each layer moves its exchange and its inner future by value, and
+//! moving them unboxed through eight layers cost 5.8k instructions of `memcpy` per request where the
+//! two boxes cost a few hundred (`bash bench/callgrind.sh`; BENCHMARKS.md).
 //!
 //! Limits come after hygiene because they count per client address, which hygiene establishes from
 //! trusted forwarding headers; the listener's own limits (header-read timeout, connection count,
