@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 /// Delete an entry when its edge goes (the test then says so); never add one.
 const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("policy", "identity"), // src/policy/decision.rs: identity::Identity (grants and closure still computed in identity)
-    ("proxy", "server"), // src/proxy/authorise.rs: server::explain::whoami (moves into proxy with the typed explain)
 ];
 
 /// Where one reference is: a path relative to the crate and a 1-based line.

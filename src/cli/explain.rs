@@ -10,8 +10,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use super::{current_thread_runtime, load, ExplainArgs};
 use crate::error::Refusal;
 use crate::identity::{Peer, RequestFacts};
+use crate::proxy::explain::{Explanation, NamedRequest, RequestDecision, Verdict};
 use crate::runtime::Snapshot;
-use crate::server::explain::{Explanation, NamedRequest, RequestDecision, Verdict};
 
 pub(super) fn explain(a: &ExplainArgs) -> ExitCode {
     let cfg = match load(&a.config.path()) {
@@ -213,7 +213,7 @@ mod tests {
     use super::*;
     use crate::error::Reason;
     use crate::identity::AuthMethod;
-    use crate::server::explain::Caller;
+    use crate::proxy::explain::Caller;
 
     fn decision(verdict: Verdict) -> RequestDecision {
         RequestDecision {

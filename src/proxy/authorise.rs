@@ -32,7 +32,7 @@ impl Phase for Authorise {
     fn run<B>(&self, ex: &mut Exchange<B>) -> Verdict {
         let Exchange { ctx, req } = ex;
         if ctx.uri.path() == WHOAMI_PATH && matches!(ctx.method, Method::GET | Method::HEAD) {
-            return match crate::server::explain::whoami(
+            return match crate::proxy::explain::whoami(
                 &ctx.snap,
                 &ctx.identified,
                 ctx.forwarded.client_ip,

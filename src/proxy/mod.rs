@@ -23,6 +23,7 @@
 pub mod authorise;
 pub mod context;
 pub mod embed;
+pub mod explain;
 pub mod finish;
 pub mod forward;
 pub mod hygiene;

@@ -8,7 +8,6 @@
 //! are written (`audit::flush`), and the last log line counts requests and audit lines.
 
 pub mod admin;
-pub mod explain;
 pub mod listener;
 pub mod reload;
 
