@@ -370,16 +370,20 @@ mod tests {
         v
     }
 
+    fn escapes_like_serde_json(s: &str) {
+        let mut out = Vec::new();
+        string(&mut out, s);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            serde_json::to_string(s).unwrap(),
+            "{s:?}"
+        );
+    }
+
     #[test]
     fn strings_escape_exactly_as_serde_json() {
         for s in awkward() {
-            let mut out = Vec::new();
-            string(&mut out, &s);
-            assert_eq!(
-                String::from_utf8(out).unwrap(),
-                serde_json::to_string(&s).unwrap(),
-                "{s:?}"
-            );
+            escapes_like_serde_json(&s);
         }
     }
 
@@ -394,13 +398,7 @@ mod tests {
                     for &c in &specials {
                         let s: String =
                             (0..len).map(|i| if i == at { c } else { filler }).collect();
-                        let mut out = Vec::new();
-                        string(&mut out, &s);
-                        assert_eq!(
-                            String::from_utf8(out).unwrap(),
-                            serde_json::to_string(&s).unwrap(),
-                            "{s:?}"
-                        );
+                        escapes_like_serde_json(&s);
                     }
                 }
             }

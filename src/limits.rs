@@ -286,10 +286,6 @@ impl Limiter {
         (at.saturating_duration_since(self.epoch).as_nanos() >> TICK_SHIFT) as u64 + 1
     }
 
-    fn tag(&self, key: impl Hash) -> u64 {
-        key_tag(key)
-    }
-
     fn take(
         &self,
         table: &RateTable,
@@ -321,7 +317,7 @@ impl Limiter {
         self.take(
             &self.address_requests,
             LimitKind::AddressRequests,
-            self.tag(ip),
+            key_tag(ip),
             at,
             rate,
         )
@@ -356,7 +352,7 @@ impl Limiter {
         let (Some(rate), Some(ip)) = (cfg.failed_auth, address) else {
             return Ok(AuthAttempt { reserved: None });
         };
-        let tag = self.tag(ip);
+        let tag = key_tag(ip);
         let slot = self.take(&self.failed_auth, LimitKind::FailedAuth, tag, at, rate)?;
         Ok(AuthAttempt {
             reserved: Some((slot, tag, Gcra::new(rate))),

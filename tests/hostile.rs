@@ -1268,7 +1268,7 @@ async fn forged_token_floods_cost_at_most_the_failure_budget_while_others_are_se
     const BUDGET: usize = 20;
     let up = Upstream::start().await;
     let key = TestKey::p256("idp");
-    let child = limited_child(
+    let mut child = limited_child(
         &up,
         &key,
         "openclaw",
@@ -1374,22 +1374,28 @@ async fn forged_token_floods_cost_at_most_the_failure_budget_while_others_are_se
         served,
         "only the valid requests reached the upstream"
     );
-    let audited = within(10, "the 429 audit lines", async {
-        loop {
-            let n = child
-                .log_lines()
-                .iter()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|v| v["target"] == "scopegate::audit" && v["status"] == 429)
-                .inspect(|v| assert_eq!(v["decision"], "rate_limited", "{v}"))
-                .count();
-            if n >= limited_count {
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    // SIGTERM drains every buffered audit line; the end of the process's stderr is the signal that
+    // all of them are there.
+    child.signal("TERM");
+    let lines = tokio::task::spawn_blocking(move || {
+        assert!(
+            child.wait_exit(Duration::from_secs(30)).is_some(),
+            "scopegate did not exit"
+        );
+        assert!(
+            child.wait_logs_closed(Duration::from_secs(10)),
+            "stderr did not end"
+        );
+        child.log_lines()
     })
-    .await;
+    .await
+    .unwrap();
+    let audited = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "scopegate::audit" && v["status"] == 429)
+        .inspect(|v| assert_eq!(v["decision"], "rate_limited", "{v}"))
+        .count();
     assert_eq!(audited, limited_count);
 }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
@@ -38,10 +38,9 @@ use tokio_tungstenite::WebSocketStream;
 use crate::error::{Refusal, RefusalKind};
 use crate::identity::hygiene::websocket_handshake;
 use crate::identity::Identity;
-use crate::policy::{decide, ScopeSet};
+use crate::policy::ScopeSet;
 use crate::proxy::Context;
 use crate::runtime::Shared;
-use crate::runtime::Snapshot;
 use crate::upstream::body::{RequestBody, ResponseBody};
 use crate::upstream::client::UpstreamClient;
 use crate::upstream::handshake::Offer;
@@ -69,15 +68,9 @@ pub fn accept(
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let origin = headers.get(header::ORIGIN).cloned();
     let user_agent = headers.get(header::USER_AGENT).cloned();
-    let path_and_query = req.uri().path_and_query().cloned();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let session = Session {
-        snap,
         client,
-        request_id: ctx.request_id.clone(),
-        path: ctx.path().to_string(),
-        path_and_query,
-        forwarded: ctx.forwarded.clone(),
         origin,
         user_agent,
         stop: shared.stop.clone(),
@@ -111,12 +104,7 @@ pub fn accept(
 }
 
 struct Session {
-    snap: Arc<Snapshot>,
     client: Arc<UpstreamClient>,
-    request_id: HeaderValue,
-    path: String,
-    path_and_query: Option<http::uri::PathAndQuery>,
-    forwarded: crate::identity::forwarded::Forwarded,
     origin: Option<HeaderValue>,
     user_agent: Option<HeaderValue>,
     stop: tokio_util::sync::CancellationToken,
@@ -144,7 +132,7 @@ impl Session {
             Some(cfg),
         )
         .await;
-        let profile = match &self.snap.openclaw {
+        let profile = match &self.ctx.snap.openclaw {
             Some(p) => p.clone(),
             None => return,
         };
@@ -201,7 +189,7 @@ impl Session {
             params.remove("auth");
             params.remove("device");
         }
-        let upstream = match self.open_upstream(&identity, effective).await {
+        let upstream = match self.open_upstream().await {
             Ok(u) => u,
             Err(r) => {
                 self.refuse(&mut ws, Some(&connect_id), r).await;
@@ -241,9 +229,12 @@ impl Session {
                 refusal: Refusal::no_credential(why),
             });
         };
-        let verified =
-            crate::proxy::identify::verify_bearer(&self.snap, token, self.forwarded.client_ip)
-                .await;
+        let verified = crate::proxy::identify::verify_bearer(
+            &self.ctx.snap,
+            token,
+            self.ctx.forwarded.client_ip,
+        )
+        .await;
         let identity = verified.map_err(|refusal| WsRefusal {
             code: if refusal.kind == RefusalKind::ServiceUnavailable {
                 "UNAVAILABLE"
@@ -254,7 +245,8 @@ impl Session {
             refusal,
         })?;
         let requested = params.get("scopes").and_then(Value::as_array).map(|list| {
-            self.snap
+            self.ctx
+                .snap
                 .policy
                 .catalogue
                 .parse(list.iter().filter_map(Value::as_str))
@@ -290,11 +282,9 @@ impl Session {
         Ok((identity, decision.effective))
     }
 
-    async fn open_upstream(
-        &self,
-        identity: &Arc<Identity>,
-        effective: ScopeSet,
-    ) -> Result<ClientWs, WsRefusal> {
+    /// Opens the gateway's WebSocket as the trusted proxy, for the identity and decision that
+    /// `authorise` put into the context.
+    async fn open_upstream(&self) -> Result<ClientWs, WsRefusal> {
         let unavailable = |code: &'static str, msg: String| WsRefusal {
             code: "UNAVAILABLE",
             close: CloseCode::Error,
@@ -302,7 +292,7 @@ impl Session {
         };
         let uri = self
             .client
-            .upstream_uri(self.path_and_query.as_ref())
+            .upstream_uri(self.ctx.uri.path_and_query())
             .map_err(|r| WsRefusal {
                 code: "INVALID_REQUEST",
                 close: CloseCode::Policy,
@@ -330,21 +320,14 @@ impl Session {
         if let Some(ua) = &self.user_agent {
             req.headers_mut().insert(header::USER_AGENT, ua.clone());
         }
-        let forwarded_path =
-            crate::proxy::inject::forwarded_path(&self.snap.config.upstream.base_path, &self.path);
-        let decision = crate::policy::Decision {
-            effective,
-            ..self.ctx.decision.unwrap_or_else(|| {
-                decide(
-                    &self.snap.policy,
-                    Some(identity),
-                    self.ctx.route.unwrap_or_else(|| {
-                        self.snap.policy.routes.find(&Method::GET, &self.path, true)
-                    }),
-                    None,
-                )
-            })
-        };
+        let forwarded_path = crate::proxy::inject::forwarded_path(
+            &self.ctx.snap.config.upstream.base_path,
+            self.ctx.uri.path(),
+        );
+        // Set by `authorise` before the upstream is opened.
+        let decision = self.ctx.decision.ok_or_else(|| {
+            unavailable("no_decision", "no decision was made for this socket".into())
+        })?;
         crate::proxy::inject::set_upstream_headers(
             &self.ctx,
             req.headers_mut(),
@@ -420,7 +403,7 @@ impl Session {
             close(&mut client, CloseCode::Error, "gateway closed").await;
             return;
         }
-        let idle = self.snap.config.server.websocket_idle_timeout;
+        let idle = self.ctx.snap.config.server.websocket_idle_timeout;
         let mut hello_checked = false;
         loop {
             let step = tokio::select! {
@@ -486,7 +469,7 @@ impl Session {
         if v.get("ok") != Some(&Value::Bool(true)) {
             let error = v.get("error").cloned().unwrap_or(Value::Null);
             tracing::warn!(
-                request_id = ?self.request_id,
+                request_id = ?self.ctx.request_id,
                 subject = %identity.subject,
                 error = %error,
                 "the gateway refused the forwarded connect"
@@ -504,20 +487,22 @@ impl Session {
             })
             .unwrap_or_default();
         let (got, _) = self
+            .ctx
             .snap
             .policy
             .catalogue
             .parse(granted.iter().map(String::as_str));
         if got != effective {
-            let cat = &self.snap.policy.catalogue;
+            let cat = &self.ctx.snap.policy.catalogue;
             let user = self
+                .ctx
                 .snap
                 .openclaw
                 .as_ref()
                 .map(|p| p.gateway_user(&identity.subject).to_string())
                 .unwrap_or_default();
             tracing::warn!(
-                request_id = ?self.request_id,
+                request_id = ?self.ctx.request_id,
                 subject = %identity.subject,
                 gateway_user = %user,
                 expected = %cat.join(effective, " "),
@@ -533,7 +518,7 @@ impl Session {
             id,
             r.code,
             &r.refusal,
-            self.request_id.to_str().unwrap_or("-"),
+            self.ctx.request_id.to_str().unwrap_or("-"),
         );
         let _ = ws.send(Message::text(body.to_string())).await;
         crate::metrics::denial(r.refusal.code);
@@ -556,19 +541,19 @@ impl Session {
         effective: ScopeSet,
         status: u16,
     ) {
-        if !self.snap.config.log.audit {
+        if !self.ctx.snap.config.log.audit {
             return;
         }
-        let cat = &self.snap.policy.catalogue;
+        let cat = &self.ctx.snap.policy.catalogue;
         crate::audit::record(
             true,
             &crate::audit::AuditRecord {
-                request_id: self.request_id.to_str().unwrap_or("-"),
+                request_id: self.ctx.request_id.to_str().unwrap_or("-"),
                 subject: identity.map(|i| i.subject.as_str()),
                 source: identity.map(|i| i.method.amr()),
-                client_ip: self.forwarded.client_ip,
+                client_ip: self.ctx.forwarded.client_ip,
                 method: "GET",
-                path: &self.path,
+                path: self.ctx.uri.path(),
                 route: "websocket connect (in-band)",
                 required: "",
                 effective: &cat.join(effective, " "),

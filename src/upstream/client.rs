@@ -162,15 +162,6 @@ impl UpstreamClient {
             .map_err(|_| Refusal::bad_request("bad_path", "the path cannot be forwarded"))
     }
 
-    /// The path the upstream will see (the assertion's `htp`).
-    pub fn forwarded_path<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
-        if self.base_path.is_empty() {
-            std::borrow::Cow::Borrowed(path)
-        } else {
-            std::borrow::Cow::Owned(format!("{}{}", self.base_path, path))
-        }
-    }
-
     pub fn authority(&self) -> &Authority {
         &self.authority
     }
