@@ -32,6 +32,7 @@ pub mod properties;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
+pub mod sessions;
 pub mod stream;
 pub mod tls;
 pub mod tokens;

@@ -656,10 +656,7 @@ async fn spoofed_headers_in_every_spelling_never_reach_the_upstream() {
         seen.header("x-openclaw-scopes").as_deref(),
         Some("operator.read,operator.sessions.read")
     );
-    assert_eq!(
-        seen.header("x-forwarded-user").as_deref(),
-        Some("scopegate")
-    );
+    assert_eq!(seen.header("x-forwarded-user").as_deref(), Some("reader"));
     assert_eq!(seen.header_all("x-forwarded-for"), vec!["192.0.2.1"]);
 
     // Nominating scopegate's own headers in Connection cannot remove them.
@@ -681,10 +678,7 @@ async fn spoofed_headers_in_every_spelling_never_reach_the_upstream() {
         seen.header("x-openclaw-scopes").as_deref(),
         Some("operator.read,operator.sessions.read")
     );
-    assert_eq!(
-        seen.header("x-forwarded-user").as_deref(),
-        Some("scopegate")
-    );
+    assert_eq!(seen.header("x-forwarded-user").as_deref(), Some("reader"));
     assert!(seen.header("x-forwarded-for").is_some());
 
     // In trailers, over HTTP/2: managed names are dropped there too.
@@ -960,7 +954,7 @@ async fn tagged_nodes_get_scopes_from_capability_grants_or_a_reason() {
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(
         up.last().header("x-forwarded-user").as_deref(),
-        Some("scopegate")
+        Some("ci-2.tail1234.ts.net")
     );
 }
 

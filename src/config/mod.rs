@@ -264,6 +264,34 @@ pub struct OpenClawConfig {
     pub in_band_auth: bool,
     /// How long a client may take to send its `connect` frame.
     pub connect_timeout: Duration,
+    /// How people the config does not name reach the gateway's WebSocket grant.
+    pub people: People,
+    /// The admin identity scopegate presents to the gateway to provision people (`people = "provision"`).
+    pub provision_user: String,
+    /// At most this many people are added to the gateway's `identityScopes`, so that a flood of new
+    /// subjects cannot grow the gateway's config without limit.
+    pub provision_limit: usize,
+}
+
+/// `[openclaw] people` (contract §4): how people the config does not name reach the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum People {
+    /// Only people `openclaw-config` lists reach the gateway's WebSocket; others are refused there.
+    Listed,
+    /// scopegate adds each person to the gateway's `identityScopes` before their first WebSocket.
+    Provision,
+    /// Everyone unnamed is one shared gateway identity (the old behaviour; explicit only).
+    Shared,
+}
+
+impl People {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            People::Listed => "listed",
+            People::Provision => "provision",
+            People::Shared => "shared",
+        }
+    }
 }
 
 /// The scope catalogue and its implication rules, as names (compiled in `policy::scopes`).

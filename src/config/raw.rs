@@ -191,7 +191,7 @@ pub struct RawAssertion {
     pub reuse: Option<Spanned<Dur>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawOpenClaw {
     pub user_header: Option<HeaderNameValue>,
@@ -201,6 +201,9 @@ pub struct RawOpenClaw {
     pub local_client_ip: Option<Spanned<String>>,
     pub in_band_auth: Option<bool>,
     pub connect_timeout: Option<Dur>,
+    pub people: Option<Spanned<String>>,
+    pub provision_user: Option<String>,
+    pub provision_limit: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -47,6 +47,23 @@ impl ApiTokens {
         self.digests.is_empty()
     }
 
+    /// The digest of the token whose identity `id` is (the same `Arc`): what a live session keeps to
+    /// tell, after a reload, whether its token is still configured.
+    pub fn digest_of(&self, id: &Identity) -> Option<[u8; 32]> {
+        self.identities
+            .iter()
+            .position(|i| std::ptr::eq(Arc::as_ptr(i), id))
+            .map(|i| self.digests[i])
+    }
+
+    /// The identity of the token with this digest (digests are not secrets; no constant time needed).
+    pub fn by_digest(&self, digest: &[u8; 32]) -> Option<Arc<Identity>> {
+        self.digests
+            .iter()
+            .position(|d| d == digest)
+            .and_then(|i| self.identities.get(i).cloned())
+    }
+
     pub fn lookup(&self, token: &str) -> Option<Arc<Identity>> {
         if self.digests.is_empty() {
             return None;

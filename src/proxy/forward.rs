@@ -116,6 +116,8 @@ async fn forward_websocket(
     ctx: &mut Context,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Refusal> {
+    // A person the gateway would admit with no scopes is refused (or provisioned) before it is asked.
+    super::people::admit_websocket(&worker.shared, ctx).await?;
     let snap = &ctx.snap;
     let on_client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, _body) = req.into_parts();
@@ -168,10 +170,16 @@ async fn forward_websocket(
     let idle = snap.config.server.websocket_idle_timeout;
     let stop = worker.shared.stop.clone();
     let request_id = ctx.request_id.clone();
+    // Registered once, here: the session ends when its credential does (`revoke`).
+    let session = super::revoke::register(&worker.shared, ctx);
     worker.shared.tracker.spawn(async move {
+        let (_registration, revoked) = match session {
+            Some((reg, rx)) => (Some(reg), Some(rx)),
+            None => (None, None),
+        };
         match tokio::join!(on_client_upgrade, on_upstream_upgrade) {
             (Ok(c), Ok(u)) => {
-                let end = crate::upstream::websocket::relay(c, u, idle, stop).await;
+                let end = crate::upstream::websocket::relay(c, u, idle, stop, revoked).await;
                 tracing::debug!(request_id = ?request_id, end = ?end, "websocket closed");
             }
             (c, u) => {

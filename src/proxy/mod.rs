@@ -31,8 +31,10 @@ pub mod identify;
 pub mod in_band;
 pub mod inject;
 pub mod limits;
+pub mod people;
 pub mod phase;
 pub mod public_keys;
+pub mod revoke;
 #[cfg(test)]
 mod testing;
 

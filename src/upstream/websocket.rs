@@ -5,6 +5,11 @@
 //! buffer at all (a 16 KiB heap copy exists only while the other side is not accepting data, which is
 //! also what gives backpressure). Other transports (TLS, unix sockets) use a small-buffer copy. There is
 //! no total-duration timeout, only an idle one; a half-close on one side is passed on to the other.
+//!
+//! A relay also ends when its session is revoked (`crate::sessions`): the client is sent a close frame
+//! with 1008 (policy violation) and the reason, and both sockets are closed. The relay moves bytes, not
+//! frames, so the close frame is written between the bytes it has relayed; on a socket that is idle —
+//! the usual state of a session whose credential ends — that is a frame boundary.
 
 use std::io::{self, ErrorKind};
 use std::time::Duration;
@@ -17,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::sessions::{Revocation, Revoked};
 use crate::stream::{ServerIo, Stream};
 
 /// How a relay ended.
@@ -26,7 +32,27 @@ pub enum RelayEnd {
     Idle,
     Shutdown,
     Error,
+    /// The session's credential ended; the client was sent a 1008 close frame.
+    Revoked(&'static str),
 }
+
+/// A server-to-client WebSocket close frame (RFC 6455 §5.5.1: unmasked, at most 125 bytes of payload).
+pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let reason = &reason.as_bytes()[..end];
+    let mut f = Vec::with_capacity(4 + reason.len());
+    f.push(0x88);
+    f.push((2 + reason.len()) as u8);
+    f.extend_from_slice(&code.to_be_bytes());
+    f.extend_from_slice(reason);
+    f
+}
+
+/// The close code for a revoked session: 1008, policy violation.
+pub const POLICY_VIOLATION: u16 = 1008;
 
 /// One side of a relay: a raw TCP socket (zero-buffer path) or any byte stream.
 enum Side {
@@ -131,23 +157,36 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
     }
 }
 
-/// Relays until both directions are done, the idle limit passes, or `stop` fires.
+/// Relays until both directions are done, the idle limit passes, `stop` fires or `revoked` says the
+/// session's credential ended.
 pub async fn relay(
     client: Upgraded,
     upstream: Upgraded,
     idle: Duration,
     stop: CancellationToken,
+    revoked: Option<Revoked>,
 ) -> RelayEnd {
     let _gauge = crate::metrics::GaugeGuard::websocket();
     match (client_side(client), upstream_side(upstream)) {
         (Side::Tcp(c, c_buf), Side::Tcp(u, u_buf)) => {
             count_relay("tcp");
-            relay_tcp(c, c_buf, u, u_buf, idle, stop).await
+            relay_tcp(c, c_buf, u, u_buf, idle, stop, revoked).await
         }
         (c, u) => {
             count_relay("stream");
-            relay_generic(c.into_rw(), u.into_rw(), idle, stop).await
+            relay_generic(c.into_rw(), u.into_rw(), idle, stop, revoked).await
         }
+    }
+}
+
+/// Waits for a revocation; forever when there is none to wait for (or its sender went away).
+async fn revocation(revoked: &mut Option<Revoked>) -> Revocation {
+    match revoked {
+        Some(rx) => match rx.await {
+            Ok(r) => r,
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 
@@ -164,29 +203,44 @@ pub async fn relay_generic<A, B>(
     mut b: B,
     idle: Duration,
     stop: CancellationToken,
+    mut revoked: Option<Revoked>,
 ) -> RelayEnd
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let activity = ActivityIo::new();
-    let mut a = activity.wrap(&mut a);
-    let mut b = activity.wrap(&mut b);
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 4096, 4096);
-    tokio::pin!(copy);
-    let sleep = tokio::time::sleep(idle);
-    tokio::pin!(sleep);
-    loop {
-        tokio::select! {
-            r = &mut copy => return if r.is_ok() { RelayEnd::Closed } else { RelayEnd::Error },
-            _ = stop.cancelled() => return RelayEnd::Shutdown,
-            _ = &mut sleep => {
-                let last = activity.last();
-                if last.elapsed() >= idle {
-                    return RelayEnd::Idle;
+    let end = {
+        let mut ta = activity.wrap(&mut a);
+        let mut tb = activity.wrap(&mut b);
+        let copy = tokio::io::copy_bidirectional_with_sizes(&mut ta, &mut tb, 4096, 4096);
+        tokio::pin!(copy);
+        let sleep = tokio::time::sleep(idle);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                r = &mut copy => break if r.is_ok() { Ok(RelayEnd::Closed) } else { Ok(RelayEnd::Error) },
+                _ = stop.cancelled() => break Ok(RelayEnd::Shutdown),
+                why = revocation(&mut revoked) => break Err(why),
+                _ = &mut sleep => {
+                    let last = activity.last();
+                    if last.elapsed() >= idle {
+                        break Ok(RelayEnd::Idle);
+                    }
+                    sleep.as_mut().reset(last + idle);
                 }
-                sleep.as_mut().reset(last + idle);
             }
+        }
+    };
+    match end {
+        Ok(end) => end,
+        Err(why) => {
+            let _ = a
+                .write_all(&close_frame(POLICY_VIOLATION, &why.reason))
+                .await;
+            let _ = a.shutdown().await;
+            let _ = b.shutdown().await;
+            RelayEnd::Revoked(why.code)
         }
     }
 }
@@ -328,6 +382,7 @@ async fn relay_tcp(
     upstream_early: Bytes,
     idle: Duration,
     stop: CancellationToken,
+    revoked: Option<Revoked>,
 ) -> RelayEnd {
     let mut client = client;
     let mut upstream = upstream;
@@ -349,11 +404,17 @@ async fn relay_tcp(
         down: Direction::default(),
         idle,
         last: Instant::now(),
+        revoked,
+        why: None,
     };
     let sleep = tokio::time::sleep(idle);
     let cancelled = stop.cancelled();
     tokio::pin!(sleep, cancelled);
-    std::future::poll_fn(|cx| relay.poll(cx, sleep.as_mut(), cancelled.as_mut())).await
+    let end = std::future::poll_fn(|cx| relay.poll(cx, sleep.as_mut(), cancelled.as_mut())).await;
+    if let RelayEnd::Revoked(_) = end {
+        relay.close_revoked().await;
+    }
+    end
 }
 
 /// The state of a readiness relay between two TCP sockets.
@@ -371,6 +432,10 @@ struct TcpRelay {
     down: Direction,
     idle: Duration,
     last: Instant,
+    /// The session's revocation signal, if it can be revoked.
+    revoked: Option<Revoked>,
+    /// Why it was revoked, once it was.
+    why: Option<Revocation>,
 }
 
 /// Rounds of progress before the relay yields to other tasks on its worker.
@@ -387,6 +452,19 @@ impl TcpRelay {
         use std::task::Poll;
         if cancelled.poll(cx).is_ready() {
             return Poll::Ready(RelayEnd::Shutdown);
+        }
+        if let Some(rx) = self.revoked.as_mut() {
+            match std::pin::Pin::new(&mut *rx).poll(cx) {
+                Poll::Ready(Ok(why)) => {
+                    let code = why.code;
+                    self.revoked = None;
+                    self.why = Some(why);
+                    return Poll::Ready(RelayEnd::Revoked(code));
+                }
+                // The registry let go of the sender: nothing can revoke this session any more.
+                Poll::Ready(Err(_)) => self.revoked = None,
+                Poll::Pending => {}
+            }
         }
         for _ in 0..ROUNDS_PER_POLL {
             if self.up.finished() && self.down.finished() {
@@ -414,6 +492,22 @@ impl TcpRelay {
         // Still busy: let the worker's other tasks run, then carry on.
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+impl TcpRelay {
+    /// Tells the client why with a 1008 close frame, after any bytes still owed to it, and closes both.
+    async fn close_revoked(&mut self) {
+        let reason = self.why.take().map(|w| w.reason).unwrap_or_default();
+        if let Some((data, off)) = self.down.pending.take() {
+            let _ = self.client.write_all(&data[off..]).await;
+        }
+        let _ = self
+            .client
+            .write_all(&close_frame(POLICY_VIOLATION, &reason))
+            .await;
+        let _ = self.client.shutdown().await;
+        let _ = self.upstream.shutdown().await;
     }
 }
 
@@ -477,6 +571,7 @@ mod tests {
     }
 
     struct Harness {
+        revoke: Option<tokio::sync::oneshot::Sender<Revocation>>,
         client: TcpStream,
         upstream: TcpStream,
         stop: CancellationToken,
@@ -487,6 +582,7 @@ mod tests {
         let (client, c_inner) = pair().await;
         let (upstream, u_inner) = pair().await;
         let stop = CancellationToken::new();
+        let (revoke_tx, revoke_rx) = tokio::sync::oneshot::channel();
         let relay = tokio::spawn(relay_tcp(
             c_inner,
             Bytes::from_static(client_early),
@@ -494,8 +590,10 @@ mod tests {
             Bytes::new(),
             idle,
             stop.clone(),
+            Some(revoke_rx),
         ));
         Harness {
+            revoke: Some(revoke_tx),
             client,
             upstream,
             stop,
@@ -628,6 +726,51 @@ mod tests {
         let mut rest = Vec::new();
         let _ = within("client closed", h.client.read_to_end(&mut rest)).await;
         assert!(rest.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_revoked_relay_sends_the_client_a_1008_close_frame_with_the_reason() {
+        let mut h = start(b"", Duration::from_secs(30)).await;
+        // Traffic first: the close frame comes after every byte already relayed.
+        h.upstream
+            .write_all(&[0x81, 0x02, b'h', b'i'])
+            .await
+            .unwrap();
+        let mut first = [0u8; 4];
+        within("frame", h.client.read_exact(&mut first))
+            .await
+            .unwrap();
+        h.revoke
+            .take()
+            .unwrap()
+            .send(Revocation {
+                code: "credential_expired",
+                reason: "the JWT expired".into(),
+            })
+            .unwrap();
+        assert_eq!(end(h.relay).await, RelayEnd::Revoked("credential_expired"));
+        let mut rest = Vec::new();
+        within("client closed", h.client.read_to_end(&mut rest))
+            .await
+            .unwrap();
+        assert_eq!(rest, close_frame(1008, "the JWT expired"));
+        assert_eq!(&rest[..4], &[0x88, 17, 0x03, 0xf0]);
+        let mut up = Vec::new();
+        within("upstream closed", h.upstream.read_to_end(&mut up))
+            .await
+            .unwrap();
+        assert!(up.is_empty());
+    }
+
+    #[test]
+    fn close_frames_fit_a_control_frame() {
+        let long = "é".repeat(100);
+        let f = close_frame(1008, &long);
+        assert!(f.len() - 2 <= 125);
+        assert!(
+            std::str::from_utf8(&f[4..]).is_ok(),
+            "cut on a char boundary"
+        );
     }
 
     #[tokio::test]

@@ -21,6 +21,7 @@ mod support;
 mod gateway;
 mod protocol;
 mod stub_model;
+mod team;
 
 use serde_json::{json, Value};
 use support::client::{bearer, get, send};
@@ -92,6 +93,10 @@ scopes = ["operator.write"]
 [[grants]]
 groups = ["ops"]
 scopes = ["operator.write"]
+
+[openclaw]
+# The people these scenarios connect as over the WebSocket: named, so the gateway lists them.
+users = ["ops@example.com", "carol", "mallory@example.com"]
 
 [assertion]
 key_file = "assertion.pem"
