@@ -34,6 +34,8 @@ fn team_config(dir: &std::path::Path, gw_port: u16, idp: &TestKey, with_bot: boo
         r#"[server]
 listen = "127.0.0.1:0"
 workers = 2
+# Sockets the gateway has closed but the test's clients never answered end at shutdown without delay.
+drain_timeout = "3s"
 
 [upstream]
 url = "http://127.0.0.1:{gw_port}"
@@ -188,6 +190,7 @@ async fn team_gateway_people_roles_and_revocation() {
         "measured: a provisioning write closed {} of 1 other live WebSocket(s) ({probe})",
         usize::from(probe["type"] == "close")
     );
+    ann_ws.close().await;
     // A person seen again is not written again: a second visit leaves the other sessions alone.
     let (mut ann_ws, _) = open(&ws_url, &ann).await;
     let (ben_again, hello) = open(&ws_url, &ben).await;
@@ -195,6 +198,7 @@ async fn team_gateway_people_roles_and_revocation() {
     ben_again.close().await;
     let r = ann_ws.call("status", json!({})).await;
     assert_eq!(r["ok"], true, "a known person's visit closed nobody: {r}");
+    ann_ws.close().await;
 
     // 3. The same two people through OpenClaw's own CLI, the JWT as its gateway token (in-band).
     for (token, who) in [(&ann, "ann@team.example"), (&ben, "ben@team.example")] {
@@ -238,7 +242,7 @@ async fn team_gateway_people_roles_and_revocation() {
         )
         .await;
     assert_eq!(r["ok"], true, "{r}");
-    drop(ben_ws);
+    ben_ws.close().await;
     let (mut ben_ws, _) = open(&ws_url, &ben).await;
     let r = ben_ws
         .call(
@@ -306,7 +310,11 @@ async fn team_gateway_people_roles_and_revocation() {
 
     // The audit trail: one `provisioned` line per person added, one `revoked` line per ended session.
     sg.signal("TERM");
-    assert!(sg.wait_exit(Duration::from_secs(20)).is_some());
+    assert!(
+        sg.wait_exit(Duration::from_secs(20)).is_some(),
+        "scopegate did not stop:\n{}",
+        sg.log_lines().join("\n")
+    );
     assert!(sg.wait_logs_closed(Duration::from_secs(10)));
     let lines: Vec<Value> = sg
         .log_lines()
