@@ -94,6 +94,10 @@ impl Snapshot {
                 managed.push(g);
                 read_from_peers.push(g);
             }
+            if let Some(a) = &tp.assertion {
+                managed.push(&a.header);
+                read_from_peers.push(&a.header);
+            }
         }
         if let Some(h) = &config.request_scopes_header {
             managed.push(h);

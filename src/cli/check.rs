@@ -170,6 +170,15 @@ fn policy_table(snap: &Snapshot) -> String {
             t.user_header,
             t.groups_header.as_ref().map(|h| h.as_str()).unwrap_or("-")
         );
+        if let Some(a) = &t.assertion {
+            let _ = writeln!(
+                out,
+                "                  signed assertion required: {} (issuer {}, audience {}); user and groups from it",
+                a.header,
+                a.jwt.issuer,
+                a.jwt.audience.join(",")
+            );
+        }
     }
     let _ = writeln!(
         out,

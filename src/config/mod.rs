@@ -187,6 +187,17 @@ pub struct TrustedProxyConfig {
     pub peers: Vec<PeerMatch>,
     pub user_header: HeaderName,
     pub groups_header: Option<HeaderName>,
+    /// Required: the proxy's signed identity assertion, and how to verify it.
+    pub assertion: Option<ProxyAssertionConfig>,
+}
+
+/// `[trusted_proxy] assertion_header` + `[trusted_proxy.assertion]`: the front proxy signs who it
+/// authenticated (Cloudflare Access, Pomerium, any issuer with a JWKS), and only a verified assertion
+/// names the user and groups.
+#[derive(Debug, Clone)]
+pub struct ProxyAssertionConfig {
+    pub header: HeaderName,
+    pub jwt: JwtConfig,
 }
 
 #[derive(Debug, Clone)]

@@ -135,6 +135,10 @@ pub struct RawTrustedProxy {
     pub peers: Spanned<Vec<PeerMatch>>,
     pub user_header: HeaderNameValue,
     pub groups_header: Option<HeaderNameValue>,
+    /// The header the front proxy puts its signed identity in (`Cf-Access-Jwt-Assertion`, …).
+    pub assertion_header: Option<HeaderNameValue>,
+    /// How that assertion is verified: the `[jwt]` table's keys.
+    pub assertion: Option<Spanned<RawJwt>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -298,7 +298,7 @@ impl Sources {
             None => tailscale::TailscaleOutcome::NotPresent,
         };
         let tp = match &self.trusted_proxy {
-            Some(t) => t.identify(policy, facts)?,
+            Some(t) => t.identify(policy, facts).await?,
             None => None,
         };
         let (ts_identity, ts_reason) = match ts {
