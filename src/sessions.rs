@@ -1,10 +1,11 @@
-//! Live sessions (WebSockets), each with what admitted it, so that access ends with the credential.
+//! Live sessions (WebSockets, event streams), each with what admitted it, so that access ends with the
+//! credential.
 //!
-//! A WebSocket outlives the request that opened it: the JWT that admitted it expires, a reload removes
-//! the API token or the grant, a trusted peer stops being trusted. Every relayed WebSocket registers
-//! here once, at its upgrade, with its [`Admission`]; nothing is added to the request path of ordinary
-//! requests. Two things end a session, both through its [`Revoked`] receiver, which the relay waits on
-//! next to its sockets:
+//! A WebSocket or a server-sent event stream outlives the request that opened it: the JWT that
+//! admitted it expires, a reload removes the API token or the grant, a trusted peer stops being
+//! trusted. Every relayed WebSocket (and event stream) registers here once, at its upgrade (or its
+//! response), with its [`Admission`]; nothing is added to the path of ordinary requests. Two things
+//! end a session, both through its [`Revoked`] receiver, which the relay waits on next to its sockets:
 //!
 //! - **expiry**: one timer for the whole process ([`Sessions::run_expiry`]) sleeps until the earliest
 //!   deadline in an ordered set (`exp` plus leeway), revokes whatever is due and sleeps again — no timer
@@ -12,7 +13,8 @@
 //! - **reload**: [`Sessions::redecide`] asks a judge (the proxy's, against the new snapshot) about every
 //!   live session and revokes those it refuses.
 //!
-//! Revocation itself is a `oneshot` send; the relay closes the client side with 1008 and the reason.
+//! Revocation itself is a `oneshot` send; a WebSocket relay closes the client side with 1008 and the
+//! reason, an event stream ends.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;

@@ -76,7 +76,7 @@ impl TrustedProxySource {
         match &self.assertion {
             Some((header, verifier)) => self.asserted(header, verifier, user, policy, facts).await,
             None => match user {
-                Some(user) => self.from_headers(user, policy, facts).map(Some),
+                Some(user) => self.header_identity(user, policy, facts).map(Some),
                 None => Ok(None),
             },
         }
@@ -176,7 +176,7 @@ impl TrustedProxySource {
     }
 
     /// The identity the user and groups headers name (no assertion configured).
-    fn from_headers(
+    fn header_identity(
         &self,
         user: &str,
         policy: &Policy,

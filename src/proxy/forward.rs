@@ -104,10 +104,20 @@ async fn dispatch(
     parts
         .headers
         .insert(crate::header_names::X_REQUEST_ID, ctx.request_id.clone());
-    Ok(Response::from_parts(
-        parts,
-        ResponseBody::upstream(body, cfg.server.idle_timeout, lease),
-    ))
+    let mut body = ResponseBody::upstream(body, cfg.server.idle_timeout, lease);
+    // A stream of events outlives its request like a WebSocket does: it ends with its credential.
+    if is_event_stream(&parts.headers) {
+        if let Some((registration, revoked)) = super::revoke::register(&worker.shared, ctx) {
+            body = body.watched(registration, revoked);
+        }
+    }
+    Ok(Response::from_parts(parts, body))
+}
+
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 async fn forward_websocket(

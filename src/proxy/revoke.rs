@@ -16,7 +16,8 @@ use crate::identity::{AuthMethod, Identity};
 use crate::runtime::{Shared, Snapshot};
 use crate::sessions::{Admission, Ended, Registration, Revocation, Revoked};
 
-/// Registers the context's session (a WebSocket about to be relayed). `None` for an anonymous one:
+/// Registers the context's session (a WebSocket about to be relayed, an event stream about to be
+/// answered). `None` for an anonymous one:
 /// it holds nothing that could be revoked.
 pub fn register(shared: &Shared, ctx: &Context) -> Option<(Registration, Revoked)> {
     let id = ctx.identified.identity.as_deref()?;
