@@ -534,4 +534,25 @@ async fn scenario_4_spoofing_changes_nothing(sg: &str, ws_url: &str, idp: &TestK
     let r = s.call("status", json!({})).await;
     assert_eq!(r["ok"], true, "{r}");
     s.close().await;
+
+    // Someone the config does not name, with the default `people = "listed"`: HTTP works as them, but
+    // the gateway would give their WebSocket no scopes, so scopegate refuses it and says why.
+    let stranger = idp.token("stranger@example.com", &["operator.read"]);
+    let auth = bearer(&stranger);
+    let got = get(
+        &format!("{sg}/v1/models"),
+        &[("authorization", auth.as_str())],
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    match support::client::ws_connect(ws_url, &[("authorization", auth.as_str())]).await {
+        Err((status, body)) => {
+            assert_eq!(status, 403, "{body}");
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["error"]["type"], "forbidden", "{v}");
+            let codes = v["error"]["reason_codes"].to_string();
+            assert!(codes.contains("people_listed"), "{v}");
+        }
+        Ok(_) => panic!("an unlisted person's WebSocket was forwarded"),
+    }
 }
