@@ -79,17 +79,23 @@ fn provision_refusal(subject: &str, e: ProvisionError) -> Refusal {
     }
 }
 
+/// Queues the people the current config names for the writer to check (at startup and after a
+/// reload), when it provisions: one write adds whoever of them the gateway does not list yet.
+pub fn preprovision_named(shared: &Shared) {
+    let snap = shared.snapshot();
+    if let Some(oc) = &snap.openclaw {
+        if oc.people == crate::config::People::Provision {
+            shared.provisioner.preprovision(oc.listed());
+        }
+    }
+}
+
 /// Runs the provisioning writer until `shared.draining`: pre-provisions the people the config names,
-/// then writes each batch of first visits with one `config.patch`, paced to the gateway's limit.
+/// then writes each batch of first visits with one `config.patch`, paced to the gateway's limit. It
+/// waits idle while nothing is queued (nothing is, unless `people = "provision"`).
 pub async fn run_writer(shared: Arc<Shared>) {
     let p = shared.provisioner.clone();
-    let snap = shared.snapshot();
-    match &snap.openclaw {
-        Some(oc) if oc.people == crate::config::People::Provision => {
-            p.preprovision(oc.listed());
-        }
-        _ => return,
-    }
+    preprovision_named(&shared);
     let mut last_write: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {

@@ -27,6 +27,7 @@ pub async fn reload_from_file(shared: &Arc<Shared>) -> Result<u64, String> {
     match &result {
         Ok(generation) => {
             crate::proxy::revoke::redecide(shared);
+            crate::proxy::people::preprovision_named(shared);
             crate::metrics::reload("ok");
             tracing::info!(generation, "configuration reloaded");
         }
