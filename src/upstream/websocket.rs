@@ -8,8 +8,12 @@
 //!
 //! A relay also ends when its session is revoked (`crate::sessions`): the client is sent a close frame
 //! with 1008 (policy violation) and the reason, and both sockets are closed. The relay moves bytes, not
-//! frames, so the close frame is written between the bytes it has relayed; on a socket that is idle —
-//! the usual state of a session whose credential ends — that is a frame boundary.
+//! frames, so on the TCP path it follows the server's frame headers (`frames`) and writes the close
+//! frame only at a boundary — if a frame is in flight, the connection is closed without one. The
+//! small-buffer path (TLS, unix sockets) writes it after what it has relayed, which on an idle socket —
+//! the usual state of a session whose credential ends — is a boundary.
+
+mod frames;
 
 use std::io::{self, ErrorKind};
 use std::time::Duration;
@@ -322,6 +326,8 @@ struct Direction {
     /// Bytes read but not yet accepted by the destination.
     pending: Option<(Vec<u8>, usize)>,
     done: bool,
+    /// Frame boundaries of what was read (the server-to-client direction of a revocable session).
+    frames: Option<frames::FrameCursor>,
 }
 
 const CHUNK: usize = 16 * 1024;
@@ -341,6 +347,9 @@ fn pump(src: &TcpStream, dst: &TcpStream, dir: &mut Direction) -> io::Result<boo
             }
             Ok(n) => {
                 moved = true;
+                if let Some(f) = dir.frames.as_mut() {
+                    f.advance(&buf[..n]);
+                }
                 let mut off = 0;
                 while off < n {
                     match dst.try_write(&buf[off..n]) {
@@ -393,6 +402,11 @@ async fn relay_tcp(
     if !upstream_early.is_empty() && client.write_all(&upstream_early).await.is_err() {
         return RelayEnd::Error;
     }
+    let down_frames = revoked.is_some().then(|| {
+        let mut f = frames::FrameCursor::default();
+        f.advance(&upstream_early);
+        f
+    });
     // Even when empty, these share hyper's read buffers (kilobytes each); holding them for the life of
     // an idle socket would cost more than the socket itself.
     drop(client_early);
@@ -401,7 +415,10 @@ async fn relay_tcp(
         client,
         upstream,
         up: Direction::default(),
-        down: Direction::default(),
+        down: Direction {
+            frames: down_frames,
+            ..Direction::default()
+        },
         idle,
         last: Instant::now(),
         revoked,
@@ -502,10 +519,13 @@ impl TcpRelay {
         if let Some((data, off)) = self.down.pending.take() {
             let _ = self.client.write_all(&data[off..]).await;
         }
-        let _ = self
-            .client
-            .write_all(&close_frame(POLICY_VIOLATION, &reason))
-            .await;
+        // Between two of the server's frames only: inside one, the close frame would corrupt it.
+        if self.down.frames.as_ref().is_none_or(|f| f.at_boundary()) {
+            let _ = self
+                .client
+                .write_all(&close_frame(POLICY_VIOLATION, &reason))
+                .await;
+        }
         let _ = self.client.shutdown().await;
         let _ = self.upstream.shutdown().await;
     }
@@ -760,6 +780,34 @@ mod tests {
             .await
             .unwrap();
         assert!(up.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_session_revoked_inside_a_server_frame_is_closed_without_a_corrupting_close_frame() {
+        let mut h = start(b"", Duration::from_secs(30)).await;
+        // The first 4 bytes of a frame announcing 10 payload bytes.
+        h.upstream.write_all(&[0x82, 10, 1, 2]).await.unwrap();
+        let mut first = [0u8; 4];
+        within("partial frame", h.client.read_exact(&mut first))
+            .await
+            .unwrap();
+        h.revoke
+            .take()
+            .unwrap()
+            .send(Revocation {
+                code: "credential_expired",
+                reason: "the JWT expired".into(),
+            })
+            .unwrap();
+        assert_eq!(end(h.relay).await, RelayEnd::Revoked("credential_expired"));
+        let mut rest = Vec::new();
+        within("client closed", h.client.read_to_end(&mut rest))
+            .await
+            .unwrap();
+        assert!(
+            rest.is_empty(),
+            "nothing written inside the frame: {rest:?}"
+        );
     }
 
     #[test]
