@@ -408,6 +408,24 @@ async fn scenario_2_cli_with_jwt_and_api_token(
     let j = gateway::json_in(&out);
     assert_eq!(j["error"]["code"], "UNAUTHORIZED", "{out}");
     assert_eq!(j["error"]["details"]["source"], "scopegate", "{out}");
+
+    // A valid JWT for someone the config does not name (`people = "listed"`): the gateway would give
+    // the session no scopes, so scopegate refuses the connect itself, in the gateway's shape, saying why.
+    let stranger = idp.token("stranger@example.com", &["operator.read"]);
+    let (ok, out) = run(a(&[
+        "gateway", "call", "status", "--params", "{}", "--url", &url, "--token", &stranger,
+        "--json",
+    ]))
+    .await;
+    assert!(!ok, "{out}");
+    let j = gateway::json_in(&out);
+    assert_eq!(j["error"]["code"], "FORBIDDEN", "{out}");
+    assert!(
+        j["error"]["details"]["reason_codes"]
+            .to_string()
+            .contains("people_listed"),
+        "{out}"
+    );
 }
 
 async fn scenario_3_device_less_tailscale_and_proxy_operators(ws_url: &str) {
