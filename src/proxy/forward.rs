@@ -55,7 +55,7 @@ impl Worker {
 pub async fn forward(worker: Arc<Worker>, ex: Exchange<Incoming>) -> Done {
     let Exchange { mut ctx, req } = ex;
     let outcome = dispatch(&worker, &mut ctx, req).await;
-    Done { ctx, outcome }
+    Done::with(ctx, outcome)
 }
 
 async fn dispatch(
@@ -168,7 +168,7 @@ async fn forward_websocket(
     let idle = snap.config.server.websocket_idle_timeout;
     let stop = worker.shared.stop.clone();
     let request_id = ctx.request_id.clone();
-    worker.shared.tracker.spawn(async move {
+    let relaying = async move {
         match tokio::join!(on_client_upgrade, on_upstream_upgrade) {
             (Ok(c), Ok(u)) => {
                 let end = crate::upstream::websocket::relay(c, u, idle, stop).await;
@@ -178,7 +178,12 @@ async fn forward_websocket(
                 tracing::warn!(request_id = ?request_id, client = ?c.err(), upstream = ?u.err(), "websocket upgrade did not complete");
             }
         }
-    });
+    };
+    // The relay outlives the request's future; its log lines still name the request.
+    worker.shared.tracker.spawn(crate::log_scope::Scoped::new(
+        ctx.request_id.clone(),
+        relaying,
+    ));
     out.body(ResponseBody::empty()).map_err(|_| {
         Refusal::new(
             RefusalKind::Internal,
