@@ -165,7 +165,7 @@ fn bench(c: &mut Criterion) {
                 if i == 0 {
                     verifier.clear_cache();
                 }
-                black_box(rt.block_on(verifier.verify(&tokens[i], &policy)).unwrap());
+                black_box(rt.block_on(verifier.verify(&tokens[i])).unwrap());
             })
         });
     }
@@ -173,14 +173,14 @@ fn bench(c: &mut Criterion) {
 
     let es = keys.iter().find(|k| k.alg == JwtAlgorithm::ES256).unwrap();
     let repeated = token(es, "alice");
-    rt.block_on(verifier.verify(&repeated, &policy)).unwrap();
+    rt.block_on(verifier.verify(&repeated)).unwrap();
     c.bench_function("token_cache_hit", |b| {
         b.iter(|| {
             black_box(verifier.cached(black_box(&repeated), scopegate::identity::jwt::unix_now()))
         })
     });
 
-    let identity = rt.block_on(verifier.verify(&repeated, &policy)).unwrap();
+    let identity = rt.block_on(verifier.verify(&repeated)).unwrap();
     let route = policy.routes.find(&Method::POST, "/v1/responses", false);
     c.bench_function("policy_decision", |b| {
         b.iter(|| {
@@ -198,7 +198,7 @@ fn bench(c: &mut Criterion) {
         subject: "alice",
         amr: Some(AuthMethod::Jwt),
         scope: "operator.read operator.write operator.sessions.read operator.sessions.write operator.talk",
-        scope_bits: identity.effective,
+        scope_bits: policy.standing(&identity).effective,
         client_ip: Some("203.0.113.7".parse().unwrap()),
         method: &method,
         path,

@@ -26,6 +26,7 @@ pub mod error;
 pub mod header_names;
 pub mod identity;
 pub mod limits;
+pub(crate) mod log_scope;
 pub mod metrics;
 pub mod policy;
 pub mod properties;

@@ -81,7 +81,7 @@ impl Snapshot {
         };
         let sources = Sources {
             jwt,
-            api_tokens: ApiTokens::new(&config.api_tokens, &policy),
+            api_tokens: ApiTokens::new(&config.api_tokens),
             tailscale: config.tailscale.as_ref().map(TailscaleSource::new),
             trusted_proxy: config.trusted_proxy.as_ref().map(TrustedProxySource::new),
         };

@@ -52,7 +52,7 @@ pub(super) fn explain(a: &ExplainArgs) -> ExitCode {
             headers: &headers,
             client_ip: forwarded.client_ip,
         };
-        let identified = snap.sources.identify(&snap.policy, &facts).await?;
+        let identified = snap.sources.identify(&facts).await?;
         Explanation::new(
             &snap,
             &identified,

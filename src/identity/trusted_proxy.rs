@@ -21,7 +21,6 @@ use crate::error::{Reason, Refusal};
 use crate::identity::jwks::JwksCache;
 use crate::identity::jwt::JwtVerifier;
 use crate::identity::{AuthMethod, Identity, RequestFacts};
-use crate::policy::Policy;
 
 pub struct TrustedProxySource {
     peers: Vec<PeerMatch>,
@@ -66,7 +65,6 @@ impl TrustedProxySource {
 
     pub async fn identify(
         &self,
-        policy: &Policy,
         facts: &RequestFacts<'_>,
     ) -> Result<Option<Arc<Identity>>, Refusal> {
         if !self.trusts(facts.peer) {
@@ -74,9 +72,9 @@ impl TrustedProxySource {
         }
         let user = self.header_user(facts)?;
         match &self.assertion {
-            Some((header, verifier)) => self.asserted(header, verifier, user, policy, facts).await,
+            Some((header, verifier)) => self.asserted(header, verifier, user, facts).await,
             None => match user {
-                Some(user) => self.header_identity(user, policy, facts).map(Some),
+                Some(user) => self.header_identity(user, facts).map(Some),
                 None => Ok(None),
             },
         }
@@ -88,7 +86,6 @@ impl TrustedProxySource {
         header: &HeaderName,
         verifier: &JwtVerifier,
         user: Option<&str>,
-        policy: &Policy,
         facts: &RequestFacts<'_>,
     ) -> Result<Option<Arc<Identity>>, Refusal> {
         let mut values = facts.headers.get_all(header).iter();
@@ -109,7 +106,7 @@ impl TrustedProxySource {
             Refusal::unauthorized("malformed_assertion", format!("{header} is not ASCII"))
         })?;
         let verified = verifier
-            .verify(token.trim(), policy)
+            .verify(token.trim())
             .await
             .map_err(|e| e.refusal())?;
         if let Some(u) = user {
@@ -128,7 +125,6 @@ impl TrustedProxySource {
             AuthMethod::TrustedProxy,
             verified.groups.clone(),
             std::iter::empty(),
-            policy,
         );
         id.expires_at = verified.expires_at;
         id.notes.push(Reason::new(
@@ -179,7 +175,6 @@ impl TrustedProxySource {
     fn header_identity(
         &self,
         user: &str,
-        policy: &Policy,
         facts: &RequestFacts<'_>,
     ) -> Result<Arc<Identity>, Refusal> {
         let mut groups: Vec<String> = Vec::new();
@@ -199,13 +194,7 @@ impl TrustedProxySource {
         if let Some(hit) = self.identities.get(&key) {
             return Ok(hit);
         }
-        let mut id = Identity::new(
-            user,
-            AuthMethod::TrustedProxy,
-            groups,
-            std::iter::empty(),
-            policy,
-        );
+        let mut id = Identity::new(user, AuthMethod::TrustedProxy, groups, std::iter::empty());
         id.notes.push(Reason::new(
             "trusted_proxy_user",
             format!(

@@ -55,7 +55,7 @@ impl Worker {
 pub async fn forward(worker: Arc<Worker>, ex: Exchange<Incoming>) -> Done {
     let Exchange { mut ctx, req } = ex;
     let outcome = dispatch(&worker, &mut ctx, req).await;
-    Done { ctx, outcome }
+    Done::with(ctx, outcome)
 }
 
 async fn dispatch(
@@ -182,7 +182,7 @@ async fn forward_websocket(
     let request_id = ctx.request_id.clone();
     // Registered once, here: the session ends when its credential does (`revoke`).
     let session = super::revoke::register(&worker.shared, ctx);
-    worker.shared.tracker.spawn(async move {
+    let relaying = async move {
         let (_registration, revoked) = match session {
             Some((reg, rx)) => (Some(reg), Some(rx)),
             None => (None, None),
@@ -196,7 +196,12 @@ async fn forward_websocket(
                 tracing::warn!(request_id = ?request_id, client = ?c.err(), upstream = ?u.err(), "websocket upgrade did not complete");
             }
         }
-    });
+    };
+    // The relay outlives the request's future; its log lines still name the request.
+    worker.shared.tracker.spawn(crate::log_scope::Scoped::new(
+        ctx.request_id.clone(),
+        relaying,
+    ));
     out.body(ResponseBody::empty()).map_err(|_| {
         Refusal::new(
             RefusalKind::Internal,

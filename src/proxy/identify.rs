@@ -161,10 +161,7 @@ async fn identify_slowly<B>(ex: &Exchange<B>) -> Result<Identified, Refusal> {
         .contains_key(header::AUTHORIZATION)
         .then(|| reserve_failure(snap, ctx.forwarded.client_ip, ctx.started))
         .transpose()?;
-    let identified = snap
-        .sources
-        .identify(&snap.policy, &facts(ctx, headers))
-        .await;
+    let identified = snap.sources.identify(&facts(ctx, headers)).await;
     settle(snap, attempt, &identified);
     identified
 }
@@ -177,7 +174,7 @@ pub async fn verify_bearer(
     client_ip: Option<IpAddr>,
 ) -> Result<Arc<Identity>, Refusal> {
     let attempt = reserve_failure(snap, client_ip, Instant::now())?;
-    let verified = snap.sources.verify_bearer(&snap.policy, token).await;
+    let verified = snap.sources.verify_bearer(token).await;
     settle(snap, Some(attempt), &verified);
     verified
 }

@@ -8,10 +8,10 @@
 //! where each phase records what it learned; back up comes a [`Done`] — the context and the outcome —
 //! from which `finish` renders the refusal, the audit line and the metrics. The synchronous phases
 //! return [`phase::Step`], an enum future; identification's slow path (a first-seen JWT, a WhoIs)
-//! boxes its future. Two allocations per request are deliberate: the context and the forwarding
-//! future are boxed once, because each layer moves its exchange and its inner future by value, and
-//! moving them unboxed through eight layers cost 5.8k instructions of `memcpy` per request where the
-//! two boxes cost a few hundred (`bash bench/callgrind.sh`; BENCHMARKS.md).
+//! boxes its future. The context and the forwarding future live in boxes the connection reuses
+//! from request to request ([`recycle`]): each layer moves its exchange and its inner future by
+//! value, and unboxed that cost 5.8k instructions of `memcpy` per request, while a keep-alive
+//! connection's requests allocate nothing for the shape.
 //!
 //! Limits come after hygiene because they count per client address, which hygiene establishes from
 //! trusted forwarding headers; the listener's own limits (header-read timeout, connection count,
@@ -34,6 +34,7 @@ pub mod limits;
 pub mod people;
 pub mod phase;
 pub mod public_keys;
+pub mod recycle;
 pub mod revoke;
 #[cfg(test)]
 mod testing;
@@ -72,8 +73,9 @@ pub fn stack(
        + Send
        + 'static {
     let shared = worker.shared.clone();
+    let recycler = recycle::Recycler::new();
     ServiceBuilder::new()
-        .layer(Finish::new(shared, conn))
+        .layer(Finish::new(shared, conn, recycler.clone()))
         .layer(Hygiene)
         .layer(Limits)
         .layer(PublicKeys)
@@ -81,11 +83,7 @@ pub fn stack(
         .layer(Authorise)
         .layer(Inject)
         .service_fn(move |ex: Exchange<Incoming>| {
-            let worker = worker.clone();
-            // Boxed once here: every layer above moves its inner future by value, and unboxed the
-            // forwarding state (upstream send, body, timers) would be copied at each of them.
-            let forwarding: std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>> =
-                Box::pin(forward::forward(worker, ex));
+            let forwarding = recycler.forward(forward::forward(worker.clone(), ex));
             async move { Ok::<_, Infallible>(forwarding.await) }
         })
 }

@@ -19,7 +19,7 @@ use crate::runtime::{Shared, Snapshot};
 use crate::upstream::client::UpstreamClient;
 use crate::upstream::openclaw::admin_rpc::AdminSession;
 use crate::upstream::openclaw::provision::{Batch, ProvisionError, BATCH_WINDOW, MIN_INTERVAL};
-use crate::upstream::openclaw::{identity_key, Standing};
+use crate::upstream::openclaw::{identity_key, Listing};
 
 /// Lets the context's WebSocket through to the gateway, provisioning its person first if the config
 /// says so, or refuses it.
@@ -27,9 +27,9 @@ pub async fn admit_websocket(shared: &Shared, ctx: &Context) -> Result<(), Refus
     let (Some(oc), Some(id)) = (&ctx.snap.openclaw, ctx.identified.identity.as_deref()) else {
         return Ok(());
     };
-    match oc.standing(&id.subject) {
-        Standing::Listed | Standing::Shared => Ok(()),
-        Standing::Unlisted => Err(Refusal::new(
+    match oc.listing(&id.subject) {
+        Listing::Listed | Listing::Shared => Ok(()),
+        Listing::Unlisted => Err(Refusal::new(
             RefusalKind::Forbidden,
             "gateway_identity_unlisted",
             format!(
@@ -51,7 +51,7 @@ pub async fn admit_websocket(shared: &Shared, ctx: &Context) -> Result<(), Refus
                 ),
             ),
         ])),
-        Standing::Provisioned => shared
+        Listing::Provisioned => shared
             .provisioner
             .ensure(&id.subject, oc.provision_limit)
             .await
@@ -251,18 +251,16 @@ mod tests {
             "t".into(),
         );
         let mut ex = exchange(&snap, "192.0.2.9", get("/").body(()).unwrap());
-        let policy = &snap.policy;
         let id = crate::identity::Identity::new(
             "stranger",
             crate::identity::AuthMethod::Jwt,
             vec![],
             ["operator.read"],
-            policy,
         );
         ex.ctx.identified.identity = Some(Arc::new(id));
         let got = admit_websocket(&shared, &ex.ctx).await;
-        match snap.openclaw.as_ref().map(|o| o.standing("stranger")) {
-            Some(Standing::Unlisted) => {
+        match snap.openclaw.as_ref().map(|o| o.listing("stranger")) {
+            Some(Listing::Unlisted) => {
                 let r = got.expect_err("refused");
                 assert_eq!(r.status(), 403);
                 assert_eq!(r.code, "gateway_identity_unlisted");

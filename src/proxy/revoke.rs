@@ -27,8 +27,8 @@ pub fn register(shared: &Shared, ctx: &Context) -> Option<(Registration, Revoked
         subject: id.subject.clone(),
         method: id.method,
         groups: id.groups.clone(),
-        credential_scopes: cat.names_owned(id.credential_scopes),
-        effective: cat.names_owned(id.effective),
+        credential_scopes: id.scope_claim.clone(),
+        effective: cat.names_owned(snap.policy.standing(id).effective),
         token_digest: match id.method {
             AuthMethod::ApiToken => snap.sources.api_tokens.digest_of(id),
             _ => None,
@@ -75,7 +75,7 @@ pub fn judge(snap: &Snapshot, a: &Admission) -> Option<Revocation> {
                     "JWTs are no longer accepted ([jwt] was removed)".into(),
                 );
             }
-            Arc::new(rebuild(snap, a))
+            Arc::new(rebuild(a))
         }
         AuthMethod::Tailscale | AuthMethod::TrustedProxy => {
             let trusted = match a.method {
@@ -96,10 +96,13 @@ pub fn judge(snap: &Snapshot, a: &Admission) -> Option<Revocation> {
                     ),
                 );
             }
-            Arc::new(rebuild(snap, a))
+            Arc::new(rebuild(a))
         }
     };
-    let now: Vec<&str> = snap.policy.catalogue.names(identity.effective);
+    let now: Vec<&str> = snap
+        .policy
+        .catalogue
+        .names(snap.policy.standing(&identity).effective);
     let lost: Vec<&str> = a
         .effective
         .iter()
@@ -120,14 +123,14 @@ pub fn judge(snap: &Snapshot, a: &Admission) -> Option<Revocation> {
     }
 }
 
-/// The identity `a` would have under `snap`'s grants, with the scopes its credential carried.
-fn rebuild(snap: &Snapshot, a: &Admission) -> Identity {
+/// The identity `a` stands for again, with the scopes its credential carried (what the new policy
+/// grants it is `Policy::standing`'s to say).
+fn rebuild(a: &Admission) -> Identity {
     Identity::new(
         &a.subject,
         a.method,
         a.groups.clone(),
         a.credential_scopes.iter().map(String::as_str),
-        &snap.policy,
     )
 }
 
@@ -201,8 +204,8 @@ mod tests {
             subject: id.subject.clone(),
             method: id.method,
             groups: id.groups.clone(),
-            credential_scopes: cat.names_owned(id.credential_scopes),
-            effective: cat.names_owned(id.effective),
+            credential_scopes: id.scope_claim.clone(),
+            effective: cat.names_owned(snap.policy.standing(&id).effective),
             token_digest: snap.sources.api_tokens.digest_of(&id),
             peer: Peer::Unix,
             request_id: "r".into(),
@@ -217,7 +220,6 @@ mod tests {
             AuthMethod::TrustedProxy,
             groups.iter().map(|g| g.to_string()).collect(),
             std::iter::empty(),
-            &snap.policy,
         );
         let cat = &snap.policy.catalogue;
         Admission {
@@ -225,7 +227,7 @@ mod tests {
             method: AuthMethod::TrustedProxy,
             groups: id.groups.clone(),
             credential_scopes: Vec::new(),
-            effective: cat.names_owned(id.effective),
+            effective: cat.names_owned(snap.policy.standing(&id).effective),
             token_digest: None,
             peer: Peer::Tcp(peer.parse().unwrap()),
             request_id: "r".into(),

@@ -17,7 +17,7 @@
 //! login, the trusted proxy's user) and the name grants match — so the gateway keeps one profile,
 //! one set of sessions and one role per person. The gateway's WebSocket grant names people literally,
 //! so `[openclaw] people` decides what happens to a person its `identityScopes` does not list
-//! ([`Standing`]): refused by scopegate on the WebSocket (`listed`, the default), added to
+//! ([`Listing`]): refused by scopegate on the WebSocket (`listed`, the default), added to
 //! `identityScopes` first (`provision`, see `provision`), or folded into one shared identity
 //! (`shared`, the old behaviour, explicit only).
 //!
@@ -28,7 +28,9 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use http::HeaderName;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::header_names::{X_FORWARDED_FOR, X_OPENCLAW_SCOPES};
 
 use crate::config::{Config, People};
 
@@ -57,7 +59,7 @@ pub struct OpenClawProfile {
 
 /// How the gateway's WebSocket grant reaches one person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Standing {
+pub enum Listing {
     /// Named in scopegate's config, so `openclaw-config` lists them in `identityScopes`.
     Listed,
     /// Presented as the shared identity (`people = "shared"`).
@@ -119,22 +121,22 @@ impl OpenClawProfile {
     }
 
     /// How the gateway's WebSocket grant reaches `subject`.
-    pub fn standing(&self, subject: &str) -> Standing {
+    pub fn listing(&self, subject: &str) -> Listing {
         if self.is_listed(subject) {
-            return Standing::Listed;
+            return Listing::Listed;
         }
         match self.people {
-            People::Listed => Standing::Unlisted,
-            People::Provision => Standing::Provisioned,
-            People::Shared => Standing::Shared,
+            People::Listed => Listing::Unlisted,
+            People::Provision => Listing::Provisioned,
+            People::Shared => Listing::Shared,
         }
     }
 
     /// The identity the gateway sees: the subject itself, unless `people = "shared"` folds an
     /// unnamed subject into the shared identity.
     pub fn gateway_user<'a>(&'a self, subject: &'a str) -> &'a str {
-        match self.standing(subject) {
-            Standing::Shared => &self.shared_user,
+        match self.listing(subject) {
+            Listing::Shared => &self.shared_user,
             _ => subject,
         }
     }
@@ -142,17 +144,17 @@ impl OpenClawProfile {
     /// Why `subject` reaches the gateway as [`Self::gateway_user`], in one sentence (whoami, explain).
     pub fn gateway_user_reason(&self, subject: &str) -> String {
         let user = self.gateway_user(subject);
-        match self.standing(subject) {
-            Standing::Listed => format!(
+        match self.listing(subject) {
+            Listing::Listed => format!(
                 "the gateway sees {user:?}: scopegate's config names this subject, so `openclaw-config` lists it in identityScopes"
             ),
-            Standing::Shared => format!(
+            Listing::Shared => format!(
                 "the gateway sees the shared identity {user:?}: the config does not name this subject and [openclaw] people = \"shared\""
             ),
-            Standing::Provisioned => format!(
+            Listing::Provisioned => format!(
                 "the gateway sees {user:?}: [openclaw] people = \"provision\", so scopegate adds it to the gateway's identityScopes before its first WebSocket"
             ),
-            Standing::Unlisted => format!(
+            Listing::Unlisted => format!(
                 "the gateway sees {user:?} over HTTP; its WebSocket is refused: the gateway's identityScopes does not list this subject and [openclaw] people = \"listed\""
             ),
         }
@@ -183,6 +185,42 @@ impl OpenClawProfile {
             _ => self.local_client_ip,
         }
     }
+
+    /// Adds the profile's own headers to a request for the gateway (after the client's copies
+    /// were removed): `X-Forwarded-For` from [`Self::forwarded_for`], `X-OpenClaw-Scopes` — always
+    /// present, because an empty list grants nothing where an absent one would grant the gateway's
+    /// full default set (gateway contract §3) — and the caller's gateway identity, if any.
+    pub fn set_headers(&self, headers: &mut HeaderMap, to_gateway: ToGateway<'_>) {
+        let ip = self.forwarded_for(to_gateway.client_ip);
+        // The common values are made once (per snapshot, per connection), not per request.
+        let xff = if ip == self.local_client_ip {
+            Some(self.local_client_value.clone())
+        } else if Some(ip) == to_gateway.peer_ip {
+            to_gateway.peer_value.cloned()
+        } else {
+            HeaderValue::from_str(&ip.to_string()).ok()
+        };
+        if let Some(v) = xff {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+        headers.insert(X_OPENCLAW_SCOPES, to_gateway.scopes);
+        if let Some(user) = to_gateway.user {
+            headers.insert(self.user_header.clone(), user.clone());
+        }
+    }
+}
+
+/// What the profile's headers are made from, for one request.
+pub struct ToGateway<'a> {
+    /// The client address, after trusted forwarding hops.
+    pub client_ip: Option<IpAddr>,
+    /// The connection's peer and its header value, reused when the client is the peer.
+    pub peer_ip: Option<IpAddr>,
+    pub peer_value: Option<&'a HeaderValue>,
+    /// The effective scopes, comma-separated.
+    pub scopes: HeaderValue,
+    /// The caller's gateway identity as a header value.
+    pub user: Option<&'a HeaderValue>,
 }
 
 /// The JSON5 `gateway` block that makes an OpenClaw gateway trust this scopegate
@@ -262,8 +300,8 @@ users = ["bob"]
         for who in ["ci-bot", "alice@example.com", "bob", "mallory"] {
             assert_eq!(p.gateway_user(who), who);
         }
-        assert_eq!(p.standing("ALICE@example.com"), Standing::Listed);
-        assert_eq!(p.standing("mallory"), Standing::Unlisted);
+        assert_eq!(p.listing("ALICE@example.com"), Listing::Listed);
+        assert_eq!(p.listing("mallory"), Listing::Unlisted);
         assert!(p
             .gateway_user_reason("mallory")
             .contains("WebSocket is refused"));
@@ -273,8 +311,8 @@ users = ["bob"]
         );
         let p = with_people("provision");
         assert_eq!(p.gateway_user("mallory"), "mallory");
-        assert_eq!(p.standing("mallory"), Standing::Provisioned);
-        assert_eq!(p.standing("bob"), Standing::Listed);
+        assert_eq!(p.listing("mallory"), Listing::Provisioned);
+        assert_eq!(p.listing("bob"), Listing::Listed);
         assert_eq!(p.gateway_identities()[0], "scopegate-provisioner");
         let p = with_people("shared");
         assert_eq!(p.gateway_user("mallory"), "scopegate");
