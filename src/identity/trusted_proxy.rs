@@ -110,7 +110,7 @@ impl TrustedProxySource {
             .await
             .map_err(|e| e.refusal())?;
         if let Some(u) = user {
-            if !crate::policy::subject_eq(&verified.subject, u) {
+            if !crate::values::subject_eq(&verified.subject, u) {
                 return Err(Refusal::bad_request(
                     "conflicting_identities",
                     format!(

@@ -59,7 +59,7 @@ pub fn judge(snap: &Snapshot, a: &Admission) -> Option<Revocation> {
         AuthMethod::ApiToken => {
             let digest = a.token_digest?;
             match sources.api_tokens.by_digest(&digest) {
-                Some(id) if crate::policy::subject_eq(&id.subject, &a.subject) => id,
+                Some(id) if crate::values::subject_eq(&id.subject, &a.subject) => id,
                 _ => {
                     return revoked(
                         "api_token_removed",
