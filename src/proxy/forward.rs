@@ -106,7 +106,8 @@ async fn dispatch(
         .insert(crate::header_names::X_REQUEST_ID, ctx.request_id.clone());
     let mut body = ResponseBody::upstream(body, cfg.server.idle_timeout, lease);
     // A stream of events outlives its request like a WebSocket does: it ends with its credential.
-    if is_event_stream(&parts.headers) {
+    // An event stream has no length; a body of known length (most answers) skips the header lookup.
+    if body.size_hint().exact().is_none() && is_event_stream(&parts.headers) {
         if let Some((registration, revoked)) = super::revoke::register(&worker.shared, ctx) {
             body = body.watched(registration, revoked);
         }
