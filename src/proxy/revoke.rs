@@ -41,11 +41,19 @@ pub fn register(shared: &Shared, ctx: &Context) -> Option<(Registration, Revoked
     Some(shared.sessions.register(admission, deadline(snap, id)))
 }
 
-/// When a session admitted with `id` must end: the JWT's `exp` plus the leeway scopegate accepted it
-/// with.
+/// When a session admitted with `id` must end: its token's `exp` (a bearer JWT's, or the trusted
+/// proxy's signed assertion's) plus the leeway scopegate accepted that token with.
 fn deadline(snap: &Snapshot, id: &Identity) -> Option<tokio::time::Instant> {
     let exp = id.expires_at?;
-    let leeway = snap.config.jwt.as_ref().map_or(0, |j| j.leeway.as_secs());
+    let cfg = &snap.config;
+    let leeway = match id.method {
+        AuthMethod::TrustedProxy => cfg
+            .trusted_proxy
+            .as_ref()
+            .and_then(|t| t.assertion.as_ref())
+            .map_or(0, |a| a.jwt.leeway.as_secs()),
+        _ => cfg.jwt.as_ref().map_or(0, |j| j.leeway.as_secs()),
+    };
     let now_unix = crate::identity::jwt::unix_now();
     let left = (exp + leeway).saturating_sub(now_unix);
     Some(tokio::time::Instant::now() + Duration::from_secs(left))
