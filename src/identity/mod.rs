@@ -14,13 +14,13 @@
 //! unknown `kid`, and an optional `tailscaled` WhoIs.
 
 pub mod api_token;
-pub mod forwarded;
+pub(crate) mod forwarded;
 pub mod hygiene;
-pub mod jwks;
+pub(crate) mod jwks;
 pub mod jwt;
-pub mod rfc2047;
-pub mod tailscale;
-pub mod trusted_proxy;
+pub(crate) mod rfc2047;
+pub(crate) mod tailscale;
+pub(crate) mod trusted_proxy;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -31,8 +31,8 @@ use crate::header_names::{X_FORWARDED_FOR, X_OPENCLAW_SCOPES};
 
 use crate::config::Config;
 
-pub mod inband;
-pub mod preauth;
+pub(crate) mod inband;
+pub(crate) mod preauth;
 
 /// The profile's compiled settings for one snapshot.
 #[derive(Debug, Clone)]
