@@ -14,13 +14,13 @@
 //! unknown `kid`, and an optional `tailscaled` WhoIs.
 
 pub mod api_token;
-pub mod forwarded;
+pub(crate) mod forwarded;
 pub mod hygiene;
-pub mod jwks;
+pub(crate) mod jwks;
 pub mod jwt;
-pub mod rfc2047;
-pub mod tailscale;
-pub mod trusted_proxy;
+pub(crate) mod rfc2047;
+pub(crate) mod tailscale;
+pub(crate) mod trusted_proxy;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -230,11 +230,21 @@ impl Sources {
             Ok(Bearer::None) => return None,
             Ok(Bearer::Token(t)) => t,
         };
-        let identity = match self.api_tokens.lookup(token) {
-            Some(id) => Ok(id),
-            None => match self.jwt.as_ref()?.cached(token, jwt::unix_now())? {
-                Ok(id) => Ok(id),
-                Err(e) => Err(e.refusal()),
+        // A JWT verified before is taken from the cache first: it was checked against the API
+        // tokens when it was first seen, and skipping the API tokens' SHA-256 here keeps a JWT's
+        // cost the same whether or not API tokens are configured.
+        let cached = self
+            .jwt
+            .as_ref()
+            .and_then(|j| j.cached(token, jwt::unix_now()));
+        let identity = match cached {
+            Some(Ok(id)) => Ok(id),
+            cached => match self.api_tokens.lookup(token) {
+                Some(id) => Ok(id),
+                None => match cached? {
+                    Ok(id) => Ok(id),
+                    Err(e) => Err(e.refusal()),
+                },
             },
         };
         Some(identity.map(|identity| Identified {

@@ -3,9 +3,9 @@
 //! Everything here is a plain function over plain data — no sockets, no clocks — so the live proxy,
 //! `/.scopegate/whoami` and `scopegate explain` run exactly the same code.
 
-pub mod decision;
+pub(crate) mod decision;
 pub mod routes;
-pub mod scopes;
+pub(crate) mod scopes;
 
 use crate::config::Config;
 use crate::identity::Identity;

@@ -117,10 +117,6 @@ impl Done {
         Done(ctx)
     }
 
-    pub fn ctx(&self) -> &Context {
-        &self.0
-    }
-
     /// The context and the outcome.
     pub fn into_parts(self) -> (ContextBox, Outcome) {
         let mut ctx = self.0;

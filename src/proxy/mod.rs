@@ -20,22 +20,22 @@
 //! [`embed`] runs hygiene, limits, identify and authorise — these same layers — in front of a service
 //! of your own instead of `inject` and `forward` (issue 16, "the layers are a library").
 
-pub mod authorise;
-pub mod context;
+pub(crate) mod authorise;
+pub(crate) mod context;
 pub mod embed;
-pub mod explain;
-pub mod finish;
-pub mod forward;
-pub mod hygiene;
-pub mod identify;
-pub mod in_band;
-pub mod inject;
-pub mod limits;
-pub mod people;
-pub mod phase;
-pub mod public_keys;
-pub mod recycle;
-pub mod revoke;
+pub(crate) mod explain;
+pub(crate) mod finish;
+pub(crate) mod forward;
+pub(crate) mod hygiene;
+pub(crate) mod identify;
+pub(crate) mod in_band;
+pub(crate) mod inject;
+pub(crate) mod limits;
+pub(crate) mod people;
+pub(crate) mod phase;
+pub(crate) mod public_keys;
+pub(crate) mod recycle;
+pub(crate) mod revoke;
 #[cfg(test)]
 mod testing;
 
@@ -46,20 +46,20 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tower::{Service, ServiceBuilder};
 
-pub use authorise::{Authorise, WHOAMI_PATH};
-pub use context::{ConnInfo, Context, Done, Exchange};
-pub use finish::Finish;
-pub use forward::Worker;
-pub use hygiene::Hygiene;
-pub use identify::Identify;
-pub use inject::Inject;
-pub use limits::Limits;
-pub use public_keys::{PublicKeys, JWKS_PATH};
+pub(crate) use authorise::{Authorise, WHOAMI_PATH};
+pub(crate) use context::{ConnInfo, Context, Exchange};
+pub(crate) use finish::Finish;
+pub(crate) use forward::Worker;
+pub(crate) use hygiene::Hygiene;
+pub(crate) use identify::Identify;
+pub(crate) use inject::Inject;
+pub(crate) use limits::Limits;
+pub(crate) use public_keys::{PublicKeys, JWKS_PATH};
 
 use crate::upstream::body::ResponseBody;
 
 /// The whole stack for one client connection of one worker.
-pub fn stack(
+pub(crate) fn stack(
     worker: Arc<Worker>,
     conn: Arc<ConnInfo>,
 ) -> impl Service<

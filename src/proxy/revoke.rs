@@ -66,7 +66,7 @@ pub fn judge(snap: &Snapshot, a: &Admission) -> Option<Revocation> {
     let identity = match a.method {
         AuthMethod::ApiToken => {
             let digest = a.token_digest?;
-            match sources.api_tokens.by_digest(&digest) {
+            match sources.api_tokens.identity_for_digest(&digest) {
                 Some(id) if crate::values::subject_eq(&id.subject, &a.subject) => id,
                 _ => {
                     return revoked(

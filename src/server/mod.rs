@@ -7,9 +7,9 @@
 //! whatever is left and the worker threads exit. Then the audit lines still buffered on every thread
 //! are written (`audit::flush`), and the last log line counts requests and audit lines.
 
-pub mod admin;
-pub mod listener;
-pub mod reload;
+pub(crate) mod admin;
+pub(crate) mod listener;
+pub(crate) mod reload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -34,10 +34,10 @@ use crate::header_names::{X_FORWARDED_FOR, X_OPENCLAW_SCOPES};
 
 use crate::config::{Config, People};
 
-pub mod admin_rpc;
-pub mod inband;
-pub mod preauth;
-pub mod provision;
+pub(crate) mod admin_rpc;
+pub(crate) mod inband;
+pub(crate) mod preauth;
+pub(crate) mod provision;
 
 /// The profile's compiled settings for one snapshot.
 #[derive(Debug, Clone)]
