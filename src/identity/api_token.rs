@@ -43,6 +43,21 @@ impl ApiTokens {
         self.by_digest.is_empty()
     }
 
+    /// The digest of the token whose identity `id` is (the same `Arc`): what a live session keeps to
+    /// tell, after a reload, whether its token is still configured.
+    /// Once per WebSocket, not per request: a scan is fine.
+    pub fn digest_of(&self, id: &Identity) -> Option<[u8; 32]> {
+        self.by_digest
+            .iter()
+            .find(|(_, i)| std::ptr::eq(Arc::as_ptr(i), id))
+            .map(|(d, _)| *d)
+    }
+
+    /// The identity of the token with this digest.
+    pub fn by_digest(&self, digest: &[u8; 32]) -> Option<Arc<Identity>> {
+        self.by_digest.get(digest).cloned()
+    }
+
     pub fn lookup(&self, token: &str) -> Option<Arc<Identity>> {
         if self.by_digest.is_empty() {
             return None;

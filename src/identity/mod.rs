@@ -284,7 +284,7 @@ impl Sources {
             None => tailscale::TailscaleOutcome::NotPresent,
         };
         let tp = match &self.trusted_proxy {
-            Some(t) => t.identify(facts)?,
+            Some(t) => t.identify(facts).await?,
             None => None,
         };
         let (ts_identity, ts_reason) = match ts {
