@@ -51,6 +51,7 @@ pub(super) fn explain(a: &ExplainArgs) -> ExitCode {
             peer,
             headers: &headers,
             client_ip: forwarded.client_ip,
+            https: forwarded.proto == Some("https"),
         };
         let identified = snap.sources.identify(&snap.policy, &facts).await?;
         Explanation::new(

@@ -167,11 +167,13 @@ async fn forward_websocket(
         .header("x-request-id", ctx.request_id.clone());
     let idle = snap.config.server.websocket_idle_timeout;
     let stop = worker.shared.stop.clone();
+    let deadline = session_deadline(ctx);
     let request_id = ctx.request_id.clone();
     worker.shared.tracker.spawn(async move {
         match tokio::join!(on_client_upgrade, on_upstream_upgrade) {
             (Ok(c), Ok(u)) => {
-                let end = crate::upstream::websocket::relay(c, u, idle, stop).await;
+                let end =
+                    crate::upstream::websocket::relay_until(c, u, idle, stop, deadline).await;
                 tracing::debug!(request_id = ?request_id, end = ?end, "websocket closed");
             }
             (c, u) => {
@@ -186,4 +188,17 @@ async fn forward_websocket(
             "cannot build the upgrade response",
         )
     })
+}
+
+/// When the signed-in session that opened this WebSocket ends, as a clock deadline (sessions only: a
+/// bearer JWT's WebSocket keeps the behaviour it had).
+fn session_deadline(ctx: &Context) -> Option<tokio::time::Instant> {
+    let identity = ctx.identified.identity.as_ref()?;
+    if identity.method != crate::identity::AuthMethod::Oidc {
+        return None;
+    }
+    let left = identity
+        .expires_at?
+        .saturating_sub(crate::identity::jwt::unix_now());
+    Some(tokio::time::Instant::now() + std::time::Duration::from_secs(left))
 }

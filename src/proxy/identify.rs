@@ -70,7 +70,7 @@ where
         ctx.route = Some(route);
         let cached = {
             let facts = facts(ctx, ex.req.headers());
-            ctx.snap.sources.identify_cached(&facts)
+            ctx.snap.sources.identify_cached(&ctx.snap.policy, &facts)
         };
         match cached {
             Some(identified) => IdentifyFuture::Step {
@@ -136,6 +136,7 @@ where
 {
     let outcome = identified.and_then(|identified| {
         ex.ctx.identified = identified;
+        super::sign_in::check_ambient(&ex)?;
         charge_identity(&ex.ctx)
     });
     match outcome {
@@ -149,6 +150,7 @@ fn facts<'a>(ctx: &Context, headers: &'a http::HeaderMap) -> RequestFacts<'a> {
         peer: ctx.conn.peer,
         headers,
         client_ip: ctx.forwarded.client_ip,
+        https: ctx.conn.tls || ctx.forwarded.proto == Some("https"),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The request's path: one tower stack, one layer per phase, in the order of the product diagram.
 //!
 //! ```text
-//! finish ─► hygiene ─► limits ─► public keys ─► identify ─► authorise ─► inject ─► forward
+//! finish ─► hygiene ─► limits ─► public keys ─► sign-in ─► identify ─► authorise ─► inject ─► forward
 //! ```
 //!
 //! Each phase is one file. Down the stack travels an [`Exchange`] — the request and its [`Context`],
@@ -33,6 +33,7 @@ pub mod inject;
 pub mod limits;
 pub mod phase;
 pub mod public_keys;
+pub mod sign_in;
 #[cfg(test)]
 mod testing;
 
@@ -52,6 +53,7 @@ pub use identify::Identify;
 pub use inject::Inject;
 pub use limits::Limits;
 pub use public_keys::{PublicKeys, JWKS_PATH};
+pub use sign_in::SignIn;
 
 use crate::upstream::body::ResponseBody;
 
@@ -75,6 +77,7 @@ pub fn stack(
         .layer(Hygiene)
         .layer(Limits)
         .layer(PublicKeys)
+        .layer(SignIn)
         .layer(Identify)
         .layer(Authorise)
         .layer(Inject)

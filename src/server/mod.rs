@@ -169,6 +169,19 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
                         let _ = s.readiness().await;
                     });
                 }
+                if let Some(d) = snap.oidc_discovery().cloned() {
+                    d.spawn_refresher(shared.draining.clone());
+                    let s = shared.clone();
+                    tokio::spawn(async move {
+                        if !d.initial_fetch(Duration::from_secs(30)).await {
+                            tracing::warn!(
+                                url = d.url(),
+                                "OIDC provider not reachable yet; retrying in the background"
+                            );
+                        }
+                        let _ = s.readiness().await;
+                    });
+                }
                 if let Some(l) = admin_std {
                     match tokio::net::TcpListener::from_std(l) {
                         Ok(l) => {

@@ -26,6 +26,8 @@ pub enum RelayEnd {
     Idle,
     Shutdown,
     Error,
+    /// The credential the upgrade was let in with ended (a signed-in session's deadline).
+    CredentialEnded,
 }
 
 /// One side of a relay: a raw TCP socket (zero-buffer path) or any byte stream.
@@ -148,6 +150,24 @@ pub async fn relay(
             count_relay("stream");
             relay_generic(c.into_rw(), u.into_rw(), idle, stop).await
         }
+    }
+}
+
+/// [`relay`], cut when `deadline` passes: a WebSocket lives no longer than the credential that
+/// opened it. Dropping the relay closes both sockets.
+pub async fn relay_until(
+    client: Upgraded,
+    upstream: Upgraded,
+    idle: Duration,
+    stop: CancellationToken,
+    deadline: Option<tokio::time::Instant>,
+) -> RelayEnd {
+    let Some(deadline) = deadline else {
+        return relay(client, upstream, idle, stop).await;
+    };
+    tokio::select! {
+        end = relay(client, upstream, idle, stop) => end,
+        _ = tokio::time::sleep_until(deadline) => RelayEnd::CredentialEnded,
     }
 }
 
