@@ -119,6 +119,9 @@ fn explain_request(snap: &Snapshot, a: &ExplainArgs) -> (HeaderMap, Peer) {
     if let Some(t) = a.token.as_ref().or(a.api_token.as_ref()) {
         set(&mut h, "authorization", &format!("Bearer {t}"));
     }
+    if let Some(session) = &a.session {
+        set(&mut h, "cookie", &format!("scopegate-session={session}"));
+    }
     if let Some(login) = &a.tailscale_user {
         if let Some(ts) = &snap.config.tailscale {
             peer = first_trusted(&ts.trusted_peers);
