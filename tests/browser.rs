@@ -11,8 +11,11 @@
 
 mod support;
 
+// Shared with the gateway suite; this test uses part of each.
+#[allow(dead_code)]
 #[path = "openclaw/gateway.rs"]
 mod gateway;
+#[allow(dead_code)]
 #[path = "openclaw/stub_model.rs"]
 mod stub_model;
 
