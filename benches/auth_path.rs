@@ -8,6 +8,9 @@
 //! whole process (the writer and appender threads included) per line. `render_*` compare the
 //! hand-written renderer with serde_json's serializer into the same reused buffer.
 //!
+//! The `identify_cached` group is sign-in's budget: a cached bearer JWT with `[oidc]` off and on, and a
+//! session cookie seen before.
+//!
 //! Run: `cargo bench --bench auth_path`. Keys are generated per run (RSA from tests/fixtures).
 
 use std::hint::black_box;
@@ -416,9 +419,114 @@ fn audit_bench(c: &mut Criterion) {
     let _ = new_reader.wait();
 }
 
+/// Identification as the identify phase runs it, on the synchronous path: a cached bearer JWT with
+/// sign-in off and on (sign-in must add nothing to bearer traffic), and a signed-in browser's session
+/// cookie seen before (it must cost no more than the cached token).
+fn sign_in_bench(c: &mut Criterion) {
+    use scopegate::identity::oidc::seal::{Purpose, Sealer};
+    use scopegate::identity::oidc::session::Session;
+    use scopegate::identity::{Peer, RequestFacts};
+    use scopegate::runtime::Snapshot;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (dir, keys, _) = setup();
+    let k = &keys[0];
+    let cookie_key = [0x42u8; 32];
+    std::fs::write(
+        dir.path().join("cookie-keys"),
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, cookie_key),
+    )
+    .unwrap();
+    let base = format!(
+        "[upstream]\nurl = \"http://127.0.0.1:18789\"\nprofile = \"openclaw\"\n[jwt]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n{}\n[[grants]]\nsubjects = [\"alice@example.com\"]\nscopes = [\"operator.write\"]\n",
+        k.toml
+    );
+    let oidc = format!(
+        "[oidc]\nissuer = \"https://idp.bench\"\nclient_id = \"scopegate\"\ncookie_keys_file = \"{}\"\n",
+        dir.path().join("cookie-keys").display()
+    );
+    let off = Snapshot::build(Config::parse(&base, None).unwrap(), 1, None).unwrap();
+    let on = Snapshot::build(
+        Config::parse(&format!("{base}{oidc}"), None).unwrap(),
+        1,
+        None,
+    )
+    .unwrap();
+    let tok = token(k, "alice@example.com");
+    let bearer = http::HeaderValue::from_str(&format!("Bearer {tok}")).unwrap();
+    let now = scopegate::identity::jwt::unix_now();
+    let sealed = Sealer::new(&[cookie_key]).unwrap().seal(
+        Purpose::Session,
+        &serde_json::to_vec(&Session {
+            sub: "alice@example.com".into(),
+            name: Some("Alice".into()),
+            groups: vec!["ops".into()],
+            iss: "https://idp.bench".into(),
+            aud: "scopegate".into(),
+            iat: now,
+            exp: now + 3600,
+            refresh_token: Some("r".repeat(43)),
+        })
+        .unwrap(),
+    );
+    let mut bearer_headers = http::HeaderMap::new();
+    bearer_headers.insert(http::header::AUTHORIZATION, bearer);
+    bearer_headers.insert(http::header::ACCEPT, http::HeaderValue::from_static("*/*"));
+    let mut cookie_headers = http::HeaderMap::new();
+    cookie_headers.insert(
+        http::header::COOKIE,
+        http::HeaderValue::from_str(&format!("theme=dark; scopegate-session={sealed}")).unwrap(),
+    );
+    cookie_headers.insert(http::header::ACCEPT, http::HeaderValue::from_static("*/*"));
+    let facts = |headers| RequestFacts {
+        peer: Peer::Tcp([127, 0, 0, 1].into()),
+        headers,
+        client_ip: Some([127, 0, 0, 1].into()),
+        https: false,
+    };
+    for snap in [&off, &on] {
+        let v = snap.sources.jwt.as_ref().unwrap();
+        rt.block_on(v.verify(&tok, &snap.policy)).unwrap();
+    }
+    assert!(on
+        .sources
+        .identify_cached(&on.policy, &facts(&cookie_headers))
+        .unwrap()
+        .is_ok());
+    let mut group = c.benchmark_group("identify_cached");
+    group.bench_function("bearer_jwt_sign_in_off", |b| {
+        b.iter(|| {
+            black_box(
+                off.sources
+                    .identify_cached(&off.policy, &facts(black_box(&bearer_headers))),
+            )
+        })
+    });
+    group.bench_function("bearer_jwt_sign_in_on", |b| {
+        b.iter(|| {
+            black_box(
+                on.sources
+                    .identify_cached(&on.policy, &facts(black_box(&bearer_headers))),
+            )
+        })
+    });
+    group.bench_function("session_cookie_sign_in_on", |b| {
+        b.iter(|| {
+            black_box(
+                on.sources
+                    .identify_cached(&on.policy, &facts(black_box(&cookie_headers))),
+            )
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(50);
-    targets = bench, audit_bench
+    targets = bench, audit_bench, sign_in_bench
 }
 criterion_main!(benches);

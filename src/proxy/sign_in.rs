@@ -198,7 +198,7 @@ fn sign_in_instead(done: Done, fb: Fallback) -> Boxed {
                         let jar = oidc::cookie::Jar {
                             https: origin.https,
                         };
-                        r.set_cookies.extend(jar.clear(&jar.session_name()));
+                        r.set_cookies.extend(jar.clear(jar.session_name()));
                     }
                 }
                 answer(ctx, r, StatusCode::FOUND)

@@ -12,6 +12,8 @@ use http::{header, HeaderMap, HeaderValue};
 const SESSION: &str = "scopegate-session";
 const LOGIN_PREFIX: &str = "scopegate-login-";
 const HOST_PREFIX: &str = "__Host-";
+// `session_name` spells the https name out; keep the two in step.
+const _: () = assert!(HOST_PREFIX.len() + SESSION.len() == "__Host-scopegate-session".len());
 
 /// The cookie names for one browser scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +39,13 @@ impl Jar {
         }
     }
 
-    pub fn session_name(self) -> String {
-        format!("{}{SESSION}", self.prefix())
+    /// A constant, so reading the session on every request allocates nothing.
+    pub fn session_name(self) -> &'static str {
+        if self.https {
+            "__Host-scopegate-session"
+        } else {
+            SESSION
+        }
     }
 
     /// One login-state cookie per sign-in in progress, so two tabs signing in at once do not clash.
@@ -61,30 +68,63 @@ impl Jar {
     }
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers (HTTP/2 may split them).
+/// The value of cookie `name` in the request's `Cookie` headers (HTTP/2 may split them),
+/// found by searching for the name rather than splitting every pair (this runs on every
+/// cookie-carrying request, and a session value is a few hundred bytes). A value that is not text
+/// cannot be one scopegate sealed; with our name it counts as a second, planted value.
 pub fn find<'a>(headers: &'a HeaderMap, name: &str) -> Found<'a> {
+    find_with(headers, &memchr::memmem::Finder::new(name.as_bytes()))
+}
+
+/// The session cookie: [`find`] with the searcher built once, not per request.
+pub fn find_session(headers: &HeaderMap, jar: Jar) -> Found<'_> {
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
+    static HTTPS: LazyLock<Finder<'static>> =
+        LazyLock::new(|| Finder::new(Jar { https: true }.session_name().as_bytes()));
+    static HTTP: LazyLock<Finder<'static>> =
+        LazyLock::new(|| Finder::new(Jar { https: false }.session_name().as_bytes()));
+    find_with(headers, if jar.https { &HTTPS } else { &HTTP })
+}
+
+fn find_with<'a>(headers: &'a HeaderMap, finder: &memchr::memmem::Finder<'_>) -> Found<'a> {
+    let name = finder.needle();
     let mut found = Found::None;
-    for pair in pairs(headers) {
-        if pair.0 == name {
+    for v in headers.get_all(header::COOKIE) {
+        let Ok(text) = std::str::from_utf8(v.as_bytes()) else {
+            if finder.find(v.as_bytes()).is_some() {
+                return Found::Several;
+            }
+            continue;
+        };
+        let mut from = 0;
+        while let Some(at) = finder.find(&text.as_bytes()[from..]) {
+            let start = from + at;
+            from = start + name.len();
+            // A whole name: at the start of a pair, followed by `=`.
+            let before = text[..start].trim_end_matches([' ', '\t']);
+            if !(before.is_empty() || before.ends_with(';')) {
+                continue;
+            }
+            let Some(rest) = text[from..]
+                .trim_start_matches([' ', '\t'])
+                .strip_prefix('=')
+            else {
+                continue;
+            };
+            let end = memchr::memchr(b';', rest.as_bytes()).unwrap_or(rest.len());
+            let value = rest[..end].trim_matches([' ', '\t']);
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
             found = match found {
-                Found::None => Found::One(pair.1),
+                Found::None => Found::One(value),
                 _ => return Found::Several,
             };
         }
     }
     found
-}
-
-fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|p| {
-            let (k, v) = p.trim().split_once('=')?;
-            Some((k.trim(), v.trim().trim_matches('"')))
-        })
 }
 
 /// True for a name scopegate owns, in either scheme's spelling.
@@ -165,6 +205,22 @@ mod tests {
         );
         assert_eq!(find(&h, "scopegate-session"), Found::One("xyz"));
         assert_eq!(find(&h, "b"), Found::None);
+        let mut spaced = HeaderMap::new();
+        spaced.insert(
+            header::COOKIE,
+            HeaderValue::from_static(
+                "__Host-scopegate-session=https; x-scopegate-session=no;scopegate-session = \"q\" ",
+            ),
+        );
+        assert_eq!(
+            find(&spaced, "scopegate-session"),
+            Found::One("q"),
+            "whole names only"
+        );
+        assert_eq!(
+            find(&spaced, "__Host-scopegate-session"),
+            Found::One("https")
+        );
         h.append(
             header::COOKIE,
             HeaderValue::from_static("scopegate-session=planted"),

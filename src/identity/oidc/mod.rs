@@ -94,8 +94,7 @@ impl OidcSource {
         https: bool,
         now: u64,
     ) -> Option<Result<Arc<Identity>, OidcError>> {
-        let jar = Jar { https };
-        let value = match cookie::find(headers, &jar.session_name()) {
+        let value = match cookie::find_session(headers, Jar { https }) {
             Found::None => return None,
             Found::Several => return Some(Err(OidcError::SessionAmbiguous)),
             Found::One(v) => v,
@@ -164,7 +163,7 @@ impl OidcSource {
     /// An ended session that can be renewed with its refresh token, if the request carries one.
     pub fn renewable(&self, headers: &HeaderMap, https: bool, now: u64) -> Option<Session> {
         let jar = Jar { https };
-        let Found::One(value) = cookie::find(headers, &jar.session_name()) else {
+        let Found::One(value) = cookie::find_session(headers, jar) else {
             return None;
         };
         self.unseal_session(value)
@@ -276,7 +275,6 @@ impl OidcSource {
             iat: now,
             exp: now + self.cfg.session_ttl.as_secs(),
             refresh_token: tokens.refresh_token,
-            id_token: Some(id_token),
         };
         let mut set_cookies = vec![self.session_cookie(jar, session)?];
         set_cookies.extend(jar.clear(&login_cookie));
@@ -295,21 +293,16 @@ impl OidcSource {
         serde_json::from_slice(&plain).map_err(|_| OidcError::LoginForged)
     }
 
-    /// Seals a session into its cookie, leaving out the ID token (the logout hint) if the cookie
-    /// would be too large for a browser to keep.
-    fn session_cookie(&self, jar: Jar, mut session: Session) -> Result<HeaderValue, OidcError> {
+    /// Seals a session into its cookie, refusing one too large for a browser to keep.
+    fn session_cookie(&self, jar: Jar, session: Session) -> Result<HeaderValue, OidcError> {
         let ttl = session.exp.saturating_sub(session.iat);
-        let mut sealed = self.seal_session(&session);
-        if sealed.len() > MAX_COOKIE_VALUE {
-            session.id_token = None;
-            sealed = self.seal_session(&session);
-        }
+        let sealed = self.seal_session(&session);
         if sealed.len() > MAX_COOKIE_VALUE {
             return Err(OidcError::TokenEndpoint(
                 "the session (subject, groups, refresh token) is too large for a cookie".into(),
             ));
         }
-        jar.set(&jar.session_name(), &sealed, ttl)
+        jar.set(jar.session_name(), &sealed, ttl)
             .ok_or_else(|| OidcError::TokenEndpoint("the session cookie cannot be written".into()))
     }
 
@@ -351,7 +344,6 @@ impl OidcSource {
                 ));
             }
             renewed.groups = v.groups;
-            renewed.id_token = Some(id_token);
         }
         renewed.refresh_token = tokens.refresh_token.or(session.refresh_token);
         renewed.iat = now;
@@ -372,7 +364,7 @@ impl OidcSource {
         let jar = Jar {
             https: origin.https,
         };
-        let session = match cookie::find(headers, &jar.session_name()) {
+        let session = match cookie::find_session(headers, jar) {
             Found::One(v) => self.unseal_session(v).ok(),
             _ => None,
         };
@@ -384,21 +376,17 @@ impl OidcSource {
         let location = match end_session {
             Some(end) => {
                 let sep = if end.contains('?') { '&' } else { '?' };
-                let mut url = format!(
+                format!(
                     "{end}{sep}client_id={}&post_logout_redirect_uri={}",
                     flow::encode(&self.cfg.client_id),
                     flow::encode(&back)
-                );
-                if let Some(hint) = session.as_ref().and_then(|s| s.id_token.as_deref()) {
-                    url.push_str(&format!("&id_token_hint={}", flow::encode(hint)));
-                }
-                url
+                )
             }
             None => self.cfg.post_logout_redirect.clone(),
         };
         Redirect {
             location,
-            set_cookies: jar.clear(&jar.session_name()).into_iter().collect(),
+            set_cookies: jar.clear(jar.session_name()).into_iter().collect(),
             subject: session.map(|s| s.sub),
         }
     }
@@ -440,7 +428,6 @@ mod tests {
             iat: 1000,
             exp,
             refresh_token: None,
-            id_token: None,
         }
     }
 

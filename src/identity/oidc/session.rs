@@ -23,8 +23,6 @@ pub struct Session {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id_token: Option<String>,
 }
 
 /// One sign-in in progress (sealed into a login-state cookie named after its `state`).
