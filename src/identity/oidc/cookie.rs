@@ -181,7 +181,7 @@ mod tests {
     fn names_carry_the_host_prefix_and_secure_only_over_https() {
         let https = Jar { https: true };
         assert_eq!(https.session_name(), "__Host-scopegate-session");
-        let v = https.set(&https.session_name(), "abc", 60).unwrap();
+        let v = https.set(https.session_name(), "abc", 60).unwrap();
         assert_eq!(
             v,
             "__Host-scopegate-session=abc; Path=/; HttpOnly; SameSite=Lax; Max-Age=60; Secure"
