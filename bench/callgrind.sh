@@ -3,6 +3,7 @@
 # nginx (plain proxy_pass, one worker), against the same upstream and the same request:
 #
 #   bash bench/callgrind.sh            # about two minutes; needs valgrind, wrk, nginx
+#   SG_BASELINE=/tmp/scopegate-old bash bench/callgrind.sh   # also count another build, same run
 #
 # Instruction counts do not depend on how busy the machine is, so this is the figure to compare code
 # changes by; BENCHMARKS.md's "Where the throughput goes" comes from it (add --dump-instr=yes to the
@@ -81,4 +82,10 @@ measure() {
 wait_port "${UP##*:}" 2>/dev/null || true
 measure scopegate 18281 "$SG" --log-format json run --config "$WORK/sg.toml"
 measure scopegate_limits_off 18283 "$SG" --log-format json run --config "$WORK/sg-nolimits.toml"
+if [ -n "${SG_BASELINE:-}" ]; then
+  # Another build (for instance the commit before a change) with the same configs, in the same run.
+  measure baseline 18281 "$SG_BASELINE" --log-format json run --config "$WORK/sg.toml"
+  measure baseline_limits_off 18283 "$SG_BASELINE" --log-format json run --config "$WORK/sg-nolimits.toml"
+  measure scopegate_again 18281 "$SG" --log-format json run --config "$WORK/sg.toml"
+fi
 measure nginx 18282 nginx -c "$WORK/nginx.conf"

@@ -144,6 +144,11 @@ impl AssertionSigner {
 
     /// The header value for a request, reusing a recent identical assertion when allowed.
     pub fn assertion(&self, input: &AssertionInput<'_>) -> HeaderValue {
+        self.assertion_at(input, Instant::now())
+    }
+
+    /// [`Self::assertion`] at `now` (the request's clock reading: one less per request).
+    pub fn assertion_at(&self, input: &AssertionInput<'_>, now: Instant) -> HeaderValue {
         let Some(cache) = &self.cache else {
             return self.mint(input);
         };
@@ -156,7 +161,7 @@ impl AssertionSigner {
         input.path.hash(&mut h);
         let key = h.finish();
         if let Some(c) = cache.get(&key) {
-            if c.minted.elapsed() < self.reuse
+            if now.saturating_duration_since(c.minted) < self.reuse
                 && &*c.subject == input.subject
                 && c.amr == input.amr
                 && c.scope_bits == input.scope_bits
@@ -177,7 +182,7 @@ impl AssertionSigner {
                 client_ip: input.client_ip,
                 method: input.method.clone(),
                 path: input.path.into(),
-                minted: Instant::now(),
+                minted: now,
                 value: value.clone(),
             }),
         );

@@ -83,7 +83,6 @@ pub struct Metrics {
     pub reloads: Family<OutcomeLabels, Counter>,
     pub config_generation: Gauge,
     pub ready: Gauge,
-    pub websocket_frames_denied: Family<ReasonLabels, Counter>,
     pub rate_limited: Family<ReasonLabels, Counter>,
     pub rate_limit_evictions: Family<KindLabels, Counter>,
     pub rate_limit_entries: Family<KindLabels, Gauge>,
@@ -118,7 +117,6 @@ impl Metrics {
         let reloads = Family::<OutcomeLabels, Counter>::default();
         let config_generation = Gauge::<i64, AtomicI64>::default();
         let ready = Gauge::<i64, AtomicI64>::default();
-        let websocket_frames_denied = Family::<ReasonLabels, Counter>::default();
         let rate_limited = Family::<ReasonLabels, Counter>::default();
         let rate_limit_evictions = Family::<KindLabels, Counter>::default();
         let rate_limit_entries = Family::<KindLabels, Gauge>::default();
@@ -216,11 +214,6 @@ impl Metrics {
             config_generation.clone(),
         );
         registry.register("ready", "1 when the proxy reports ready", ready.clone());
-        registry.register(
-            "websocket_frames_denied",
-            "WebSocket RPCs refused locally by reason",
-            websocket_frames_denied.clone(),
-        );
         let audit = AuditMetrics::default();
         registry.register(
             "audit_lines",
@@ -264,7 +257,6 @@ impl Metrics {
             reloads,
             config_generation,
             ready,
-            websocket_frames_denied,
             rate_limited,
             rate_limit_evictions,
             rate_limit_entries,

@@ -95,7 +95,7 @@ impl Snapshot {
         let sources = Sources {
             oidc,
             jwt,
-            api_tokens: ApiTokens::new(&config.api_tokens, &policy),
+            api_tokens: ApiTokens::new(&config.api_tokens),
             tailscale: config.tailscale.as_ref().map(TailscaleSource::new),
             trusted_proxy: config.trusted_proxy.as_ref().map(TrustedProxySource::new),
         };

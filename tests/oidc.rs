@@ -150,14 +150,10 @@ async fn setup() -> Setup {
 
 /// Waits for scopegate's own discovery of the provider (the signal it reports ready on).
 async fn ready(proxy: &TestProxy) {
-    let snap = proxy.handle.shared.snapshot();
-    let d = snap.oidc_discovery().expect("[oidc] is configured").clone();
     assert!(
-        support::within(20, "discovery", d.initial_fetch(Duration::from_secs(15))).await,
-        "discovery failed: {:?}",
-        d.last_error()
+        support::within(20, "readiness", proxy.handle.ready(Duration::from_secs(15))).await,
+        "scopegate did not become ready (provider discovery)"
     );
-    assert!(proxy.handle.shared.readiness().await.ready);
 }
 
 /// The provider's sign-in: from its authorization URL, through its login form, to the redirect

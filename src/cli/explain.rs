@@ -53,7 +53,7 @@ pub(super) fn explain(a: &ExplainArgs) -> ExitCode {
             client_ip: forwarded.client_ip,
             https: forwarded.proto == Some("https"),
         };
-        let identified = snap.sources.identify(&snap.policy, &facts).await?;
+        let identified = snap.sources.identify(&facts).await?;
         Explanation::new(
             &snap,
             &identified,

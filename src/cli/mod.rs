@@ -10,6 +10,7 @@ mod run;
 mod token;
 mod verify_assertion;
 
+use crate::log_scope::WithRequestId;
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -217,8 +218,9 @@ pub(crate) struct LogGuard {
     _appender: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
-/// The JSON log subscriber: one object per line, fields flattened, no span (the audit writer,
-/// `src/audit.rs`, prints its lines in exactly this shape).
+/// The JSON log subscriber: one object per line, fields flattened, and inside a request its
+/// `request_id` first (`log_scope`). The audit writer, `src/audit.rs`, prints its lines in exactly
+/// this shape.
 pub(crate) fn json_subscriber<W>(
     filter: tracing_subscriber::EnvFilter,
     writer: W,
@@ -230,8 +232,13 @@ where
         .with_env_filter(filter)
         .with_writer(writer)
         .json()
-        .flatten_event(true)
-        .with_current_span(false)
+        .event_format(WithRequestId::json(
+            tracing_subscriber::fmt::format()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false),
+        ))
         .finish()
 }
 
@@ -267,7 +274,9 @@ pub(crate) fn init_logging(format: LogFormat, level: &str) -> LogGuard {
         let installed = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(writer)
-            .with_target(true)
+            .event_format(WithRequestId::text(
+                tracing_subscriber::fmt::format().with_target(true),
+            ))
             .try_init()
             .is_ok();
         LogGuard {

@@ -11,7 +11,6 @@ use subtle::{ConditionallySelectable, ConstantTimeEq};
 use crate::config::ApiTokenConfig;
 use crate::error::Reason;
 use crate::identity::{AuthMethod, Identity};
-use crate::policy::Policy;
 
 pub struct ApiTokens {
     digests: Vec<[u8; 32]>,
@@ -19,7 +18,7 @@ pub struct ApiTokens {
 }
 
 impl ApiTokens {
-    pub fn new(tokens: &[ApiTokenConfig], policy: &Policy) -> ApiTokens {
+    pub fn new(tokens: &[ApiTokenConfig]) -> ApiTokens {
         let identities = tokens
             .iter()
             .map(|t| {
@@ -28,7 +27,6 @@ impl ApiTokens {
                     AuthMethod::ApiToken,
                     t.groups.clone(),
                     t.scopes.iter().map(String::as_str),
-                    policy,
                 );
                 id.notes.push(Reason::new(
                     "api_token_matched",
@@ -94,10 +92,10 @@ mod tests {
             None,
         )
         .unwrap();
-        let policy = Policy::compile(&cfg);
-        let tokens = ApiTokens::new(&cfg.api_tokens, &policy);
+        let tokens = ApiTokens::new(&cfg.api_tokens);
         let id = tokens.lookup("sg_ci_token_123").unwrap();
         assert_eq!(id.subject, "ci-bot");
+        assert_eq!(id.scope_claim, ["operator.read"]);
         assert_eq!(id.method, AuthMethod::ApiToken);
         assert_eq!(tokens.lookup("other").unwrap().subject, "other");
         assert!(tokens.lookup("sg_ci_token_124").is_none());

@@ -14,14 +14,14 @@
 //! unknown `kid`, and an optional `tailscaled` WhoIs.
 
 pub mod api_token;
-pub mod forwarded;
+pub(crate) mod forwarded;
 pub mod hygiene;
-pub mod jwks;
+pub(crate) mod jwks;
 pub mod jwt;
 pub mod oidc;
-pub mod rfc2047;
-pub mod tailscale;
-pub mod trusted_proxy;
+pub(crate) mod rfc2047;
+pub(crate) mod tailscale;
+pub(crate) mod trusted_proxy;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use std::sync::Arc;
 use http::HeaderMap;
 
 use crate::error::{Reason, Refusal};
-use crate::policy::{GrantMatch, Policy, ScopeSet};
+use crate::values::Standing;
 
 /// How an identity was established; the assertion's `amr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,15 +72,12 @@ pub struct Identity {
     pub method: AuthMethod,
     pub display_name: Option<String>,
     pub groups: Vec<String>,
-    /// Scopes the credential itself carries, restricted to the catalogue.
-    pub credential_scopes: ScopeSet,
-    /// Scope names the credential carried that the catalogue does not know: ignored, each with a reason.
-    pub unknown_scopes: Vec<String>,
-    pub grant_matches: Vec<GrantMatch>,
-    /// Literal union of credential scopes and `[[grants]]`.
-    pub granted: ScopeSet,
-    /// `granted` with implication applied.
-    pub effective: ScopeSet,
+    /// The scope names the credential itself carries, as it carries them (policy reads them
+    /// against the catalogue).
+    pub scope_claim: Vec<String>,
+    /// What policy grants this identity, set by `policy::Policy::standing` on first use (identities
+    /// live in one config snapshot, so it cannot go stale).
+    pub standing: std::sync::OnceLock<Standing>,
     /// Unix seconds after which the credential is no longer valid (JWT `exp`).
     pub expires_at: Option<u64>,
     /// How it was established (key, issuer, WhoIs confirmation …), shown in reasons.
@@ -93,32 +90,23 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Builds an identity and computes its grants and closure against `policy`.
+    /// A verified identity; what it is granted is policy's to say (`Policy::standing`).
     pub fn new<'a, I>(
         subject: &str,
         method: AuthMethod,
         groups: Vec<String>,
-        credential_scopes: I,
-        policy: &Policy,
+        scope_claim: I,
     ) -> Identity
     where
         I: IntoIterator<Item = &'a str>,
     {
-        let (cred, unknown) = policy.catalogue.parse(credential_scopes);
-        let grant_matches = policy.grants_for(subject, &groups);
-        let granted = grant_matches
-            .iter()
-            .fold(cred, |acc, g| acc.union(g.scopes));
         Identity {
             subject: subject.to_string(),
             method,
             display_name: None,
             groups,
-            credential_scopes: cred,
-            unknown_scopes: unknown,
-            grant_matches,
-            granted,
-            effective: policy.catalogue.closure(granted),
+            scope_claim: scope_claim.into_iter().map(str::to_string).collect(),
+            standing: std::sync::OnceLock::new(),
             expires_at: None,
             notes: Vec::new(),
             gateway_header: std::sync::OnceLock::new(),
@@ -194,14 +182,10 @@ pub enum Bearer<'a> {
 
 impl Sources {
     /// Identifies a request per the precedence rule in the module docs.
-    pub async fn identify(
-        &self,
-        policy: &Policy,
-        facts: &RequestFacts<'_>,
-    ) -> Result<Identified, Refusal> {
+    pub async fn identify(&self, facts: &RequestFacts<'_>) -> Result<Identified, Refusal> {
         match bearer_token(facts.headers)? {
             Bearer::Token(token) => {
-                let identity = self.verify_bearer(policy, token).await?;
+                let identity = self.verify_bearer(token).await?;
                 // The bearer credential decides. What the network claims is only recorded: it is not
                 // verified (no WhoIs round trip) and cannot fail or widen the request.
                 Ok(Identified {
@@ -210,24 +194,20 @@ impl Sources {
                     anonymous_reason: None,
                 })
             }
-            Bearer::None => match self.session(policy, facts) {
+            Bearer::None => match self.session(facts) {
                 Some(session) => session,
-                None => self.network_identity(policy, facts).await,
+                None => self.network_identity(facts).await,
             },
         }
     }
 
     /// The request's session cookie, when sign-in is on and it carries one. Like a bearer credential
     /// it is the request's own: an invalid one is refused, never replaced by a network identity.
-    fn session(
-        &self,
-        policy: &Policy,
-        facts: &RequestFacts<'_>,
-    ) -> Option<Result<Identified, Refusal>> {
-        let outcome =
-            self.oidc
-                .as_ref()?
-                .identify(policy, facts.headers, facts.https, jwt::unix_now())?;
+    fn session(&self, facts: &RequestFacts<'_>) -> Option<Result<Identified, Refusal>> {
+        let outcome = self
+            .oidc
+            .as_ref()?
+            .identify(facts.headers, facts.https, jwt::unix_now())?;
         Some(
             outcome
                 .map(|identity| Identified {
@@ -275,15 +255,11 @@ impl Sources {
 
     /// The common case, without awaiting: a bearer credential that is an API token or a JWT verified
     /// before. `None` means the full (async) identification must run.
-    pub fn identify_cached(
-        &self,
-        policy: &Policy,
-        facts: &RequestFacts<'_>,
-    ) -> Option<Result<Identified, Refusal>> {
+    pub fn identify_cached(&self, facts: &RequestFacts<'_>) -> Option<Result<Identified, Refusal>> {
         let token = match bearer_token(facts.headers) {
             Err(r) => return Some(Err(r)),
             // Off the bearer path: a session cookie is looked at only when there is no bearer.
-            Ok(Bearer::None) => return self.session(policy, facts),
+            Ok(Bearer::None) => return self.session(facts),
             Ok(Bearer::Token(t)) => t,
         };
         let identity = match self.api_tokens.lookup(token) {
@@ -301,17 +277,13 @@ impl Sources {
     }
 
     /// A bearer credential: an API token if one matches, otherwise a JWT.
-    pub async fn verify_bearer(
-        &self,
-        policy: &Policy,
-        token: &str,
-    ) -> Result<Arc<Identity>, Refusal> {
+    pub async fn verify_bearer(&self, token: &str) -> Result<Arc<Identity>, Refusal> {
         if let Some(identity) = self.api_tokens.lookup(token) {
             return Ok(identity);
         }
         if jwt::looks_like_jwt(token) {
             return match &self.jwt {
-                Some(v) => v.verify(token, policy).await.map_err(|e| e.refusal()),
+                Some(v) => v.verify(token).await.map_err(|e| e.refusal()),
                 None => Err(Refusal::unauthorized(
                     "jwt_not_configured",
                     "a JWT was presented but no [jwt] issuer is configured",
@@ -328,17 +300,13 @@ impl Sources {
         ))
     }
 
-    async fn network_identity(
-        &self,
-        policy: &Policy,
-        facts: &RequestFacts<'_>,
-    ) -> Result<Identified, Refusal> {
+    async fn network_identity(&self, facts: &RequestFacts<'_>) -> Result<Identified, Refusal> {
         let ts = match &self.tailscale {
-            Some(t) => t.identify(policy, facts).await?,
+            Some(t) => t.identify(facts).await?,
             None => tailscale::TailscaleOutcome::NotPresent,
         };
         let tp = match &self.trusted_proxy {
-            Some(t) => t.identify(policy, facts)?,
+            Some(t) => t.identify(facts)?,
             None => None,
         };
         let (ts_identity, ts_reason) = match ts {
@@ -348,7 +316,7 @@ impl Sources {
         };
         match (ts_identity, tp) {
             (Some(a), Some(b)) => {
-                if crate::policy::subject_eq(&a.subject, &b.subject) {
+                if crate::values::subject_eq(&a.subject, &b.subject) {
                     Ok(Identified {
                         seen: vec![Seen {
                             method: b.method,

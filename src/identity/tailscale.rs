@@ -19,7 +19,6 @@ use serde_json::Value;
 use crate::config::{peer_matches, PeerMatch, TailscaleConfig};
 use crate::error::{Reason, Refusal, RefusalKind};
 use crate::identity::{rfc2047, AuthMethod, Identity, RequestFacts};
-use crate::policy::Policy;
 
 pub enum TailscaleOutcome {
     Identified(Arc<Identity>),
@@ -66,11 +65,7 @@ impl TailscaleSource {
         peer_matches(&self.trusted_peers, peer.ip())
     }
 
-    pub async fn identify(
-        &self,
-        policy: &Policy,
-        facts: &RequestFacts<'_>,
-    ) -> Result<TailscaleOutcome, Refusal> {
+    pub async fn identify(&self, facts: &RequestFacts<'_>) -> Result<TailscaleOutcome, Refusal> {
         if !self.trusts(facts.peer) {
             return Ok(TailscaleOutcome::NotPresent);
         }
@@ -224,7 +219,6 @@ impl TailscaleSource {
             AuthMethod::Tailscale,
             tags,
             scopes.iter().map(String::as_str),
-            policy,
         );
         id.display_name = name.or_else(|| whois.as_ref().and_then(|w| w.display_name.clone()));
         id.notes = notes;

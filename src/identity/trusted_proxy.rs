@@ -12,7 +12,6 @@ use http::HeaderName;
 use crate::config::{peer_matches, PeerMatch, TrustedProxyConfig};
 use crate::error::{Reason, Refusal};
 use crate::identity::{AuthMethod, Identity, RequestFacts};
-use crate::policy::Policy;
 
 pub struct TrustedProxySource {
     peers: Vec<PeerMatch>,
@@ -43,11 +42,7 @@ impl TrustedProxySource {
         peer_matches(&self.peers, peer.ip())
     }
 
-    pub fn identify(
-        &self,
-        policy: &Policy,
-        facts: &RequestFacts<'_>,
-    ) -> Result<Option<Arc<Identity>>, Refusal> {
+    pub fn identify(&self, facts: &RequestFacts<'_>) -> Result<Option<Arc<Identity>>, Refusal> {
         if !self.trusts(facts.peer) {
             return Ok(None);
         }
@@ -96,13 +91,7 @@ impl TrustedProxySource {
         if let Some(hit) = self.identities.get(&key) {
             return Ok(Some(hit));
         }
-        let mut id = Identity::new(
-            user,
-            AuthMethod::TrustedProxy,
-            groups,
-            std::iter::empty(),
-            policy,
-        );
+        let mut id = Identity::new(user, AuthMethod::TrustedProxy, groups, std::iter::empty());
         id.notes.push(Reason::new(
             "trusted_proxy_user",
             format!(

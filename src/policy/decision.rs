@@ -107,7 +107,7 @@ impl Decision {
         }
         if let Some(req) = self.requested {
             if let Some(id) = identity {
-                let dropped = id.effective.minus(req);
+                let dropped = policy.standing(id).effective.minus(req);
                 if !dropped.is_empty() {
                     out.push(Reason::new(
                         "narrowed_by_request",
@@ -122,7 +122,7 @@ impl Decision {
                         ),
                     ));
                 }
-                if self.effective.is_empty() && !id.effective.is_empty() {
+                if self.effective.is_empty() && !policy.standing(id).effective.is_empty() {
                     out.push(Reason::new(
                         "narrowed_to_nothing",
                         "the client's requested scopes left no effective scope",
@@ -198,12 +198,13 @@ fn join_is_are(names: &[&str]) -> String {
 
 fn explain_identity(policy: &Policy, id: &Identity, d: &Decision, out: &mut Vec<Reason>) {
     let cat = &policy.catalogue;
+    let standing = policy.standing(id);
     let who = id.describe();
     for note in &id.notes {
         out.push(note.clone());
     }
-    if id.credential_scopes.is_empty() {
-        if id.grant_matches.is_empty() {
+    if standing.credential.is_empty() {
+        if standing.grants.is_empty() {
             out.push(Reason::new(
                 "credential_no_scopes",
                 format!("{who} carries no scope and no [[grants]] entry names it"),
@@ -212,16 +213,16 @@ fn explain_identity(policy: &Policy, id: &Identity, d: &Decision, out: &mut Vec<
     } else {
         out.push(Reason::new(
             "grant_credential",
-            format!("{who} grants {}", cat.join(id.credential_scopes, ", ")),
+            format!("{who} grants {}", cat.join(standing.credential, ", ")),
         ));
     }
-    for u in &id.unknown_scopes {
+    for u in &standing.unknown {
         out.push(Reason::new(
             "scope_unknown_ignored",
             format!("{who} carries {u:?}, which is not in the scope catalogue; ignored"),
         ));
     }
-    for g in &id.grant_matches {
+    for g in &standing.grants {
         let via = match &g.via {
             GrantVia::Subject => format!("subject {}", id.subject),
             GrantVia::Group(gr) => format!("group {gr}"),
@@ -242,7 +243,7 @@ fn explain_identity(policy: &Policy, id: &Identity, d: &Decision, out: &mut Vec<
     // Say which implication satisfied each required scope that was not granted literally.
     for req in d.required.ids() {
         if d.effective.contains(req) {
-            if let Some(from) = cat.implied_by(id.granted, req) {
+            if let Some(from) = cat.implied_by(standing.granted, req) {
                 out.push(Reason::new(
                     "implied",
                     format!("{} implies {}", cat.name(from), cat.name(req)),
@@ -263,7 +264,10 @@ pub fn decide(
     let cat = &policy.catalogue;
     let requested = requested.map(|r| cat.closure(r));
     let (granted, mut effective) = match identity {
-        Some(id) => (id.granted, id.effective),
+        Some(id) => {
+            let standing = policy.standing(id);
+            (standing.granted, standing.effective)
+        }
         None => (ScopeSet::EMPTY, ScopeSet::EMPTY),
     };
     if let Some(req) = requested {
@@ -323,13 +327,12 @@ scopes = ["operator.admin"]
         Policy::compile(&cfg)
     }
 
-    fn ident(p: &Policy, sub: &str, scopes: &[&str], groups: &[&str]) -> Identity {
+    fn ident(sub: &str, scopes: &[&str], groups: &[&str]) -> Identity {
         Identity::new(
             sub,
             AuthMethod::Jwt,
             groups.iter().map(|s| s.to_string()).collect(),
             scopes.iter().copied(),
-            p,
         )
     }
 
@@ -342,7 +345,7 @@ scopes = ["operator.admin"]
     #[test]
     fn read_write_jwt_passes_responses_and_models() {
         let p = policy();
-        let id = ident(&p, "bob", &["operator.read", "operator.write"], &[]);
+        let id = ident("bob", &["operator.read", "operator.write"], &[]);
         assert!(run(&p, Some(&id), "POST", "/v1/responses").allowed());
         assert!(run(&p, Some(&id), "GET", "/v1/models").allowed());
         assert!(run(&p, Some(&id), "POST", "/v1/chat/completions").allowed());
@@ -351,7 +354,7 @@ scopes = ["operator.admin"]
     #[test]
     fn read_only_jwt_is_refused_write_with_reasons() {
         let p = policy();
-        let id = ident(&p, "bob", &["operator.read"], &[]);
+        let id = ident("bob", &["operator.read"], &[]);
         let d = run(&p, Some(&id), "POST", "/v1/responses");
         assert_eq!(d.deny, Some(DenyKind::MissingScopes));
         let method = Method::POST;
@@ -376,7 +379,7 @@ scopes = ["operator.admin"]
     #[test]
     fn admin_gets_everything_and_implication_is_explained() {
         let p = policy();
-        let id = ident(&p, "alice@example.com", &[], &[]);
+        let id = ident("alice@example.com", &[], &[]);
         for (m, path) in [
             ("POST", "/v1/responses"),
             ("GET", "/v1/models"),
@@ -397,7 +400,7 @@ scopes = ["operator.admin"]
     #[test]
     fn group_mapped_identity_gets_group_scopes() {
         let p = policy();
-        let id = ident(&p, "carol", &[], &["ops"]);
+        let id = ident("carol", &[], &["ops"]);
         let d = run(&p, Some(&id), "POST", "/v1/responses");
         assert!(d.allowed());
         let reasons = d.reasons(&p, Some(&id), &Method::POST, "/v1/responses");
@@ -424,7 +427,7 @@ scopes = ["operator.admin"]
     #[test]
     fn default_deny_names_the_request() {
         let p = policy();
-        let id = ident(&p, "alice@example.com", &[], &[]);
+        let id = ident("alice@example.com", &[], &[]);
         let d = run(&p, Some(&id), "DELETE", "/v1/models");
         assert_eq!(d.deny, Some(DenyKind::DefaultDeny));
         let r = d
@@ -437,12 +440,16 @@ scopes = ["operator.admin"]
     #[test]
     fn narrowing_never_widens_and_is_explained() {
         let p = policy();
-        let id = ident(&p, "bob", &["operator.read"], &[]);
+        let id = ident("bob", &["operator.read"], &[]);
         let cat = &p.catalogue;
         let route = p.routes.find(&Method::GET, "/v1/models", false);
         let admin = cat.parse(["operator.admin"]).0;
         let d = decide(&p, Some(&id), route, Some(admin));
-        assert_eq!(d.effective, id.effective, "asking for admin adds nothing");
+        assert_eq!(
+            d.effective,
+            p.standing(&id).effective,
+            "asking for admin adds nothing"
+        );
         let none = decide(&p, Some(&id), route, Some(ScopeSet::EMPTY));
         assert!(!none.allowed());
         let reasons = none.reasons(&p, Some(&id), &Method::GET, "/v1/models");
@@ -452,7 +459,7 @@ scopes = ["operator.admin"]
     #[test]
     fn unknown_credential_scopes_are_reported() {
         let p = policy();
-        let id = ident(&p, "bob", &["operator.read", "openid"], &[]);
+        let id = ident("bob", &["operator.read", "openid"], &[]);
         let d = run(&p, Some(&id), "GET", "/v1/models");
         let reasons = d.reasons(&p, Some(&id), &Method::GET, "/v1/models");
         assert!(reasons

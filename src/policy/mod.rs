@@ -3,11 +3,13 @@
 //! Everything here is a plain function over plain data — no sockets, no clocks — so the live proxy,
 //! `/.scopegate/whoami` and `scopegate explain` run exactly the same code.
 
-pub mod decision;
+pub(crate) mod decision;
 pub mod routes;
-pub mod scopes;
+pub(crate) mod scopes;
 
 use crate::config::Config;
+use crate::identity::Identity;
+pub use crate::values::{subject_eq, GrantMatch, GrantVia, Standing};
 pub use decision::{decide, Decision, DenyKind};
 pub use routes::{canonical_path, Access, PathRejection, RouteMatch, RouteTable};
 pub use scopes::{Catalogue, ScopeSet};
@@ -18,20 +20,6 @@ pub struct Grant {
     pub subjects: Vec<String>,
     pub groups: Vec<String>,
     pub scopes: ScopeSet,
-}
-
-/// Why a `[[grants]]` entry applied to an identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrantMatch {
-    pub index: usize,
-    pub via: GrantVia,
-    pub scopes: ScopeSet,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GrantVia {
-    Subject,
-    Group(String),
 }
 
 /// The compiled policy of one config snapshot.
@@ -62,6 +50,25 @@ impl Policy {
         }
     }
 
+    /// What this policy grants `identity`: computed on first use and kept with the identity
+    /// (which lives in this policy's snapshot), so a cached credential pays for it once.
+    pub fn standing<'a>(&self, identity: &'a Identity) -> &'a Standing {
+        identity.standing.get_or_init(|| {
+            let (credential, unknown) = self
+                .catalogue
+                .parse(identity.scope_claim.iter().map(String::as_str));
+            let grants = self.grants_for(&identity.subject, &identity.groups);
+            let granted = grants.iter().fold(credential, |acc, g| acc.union(g.scopes));
+            Standing {
+                credential,
+                unknown,
+                grants,
+                granted,
+                effective: self.catalogue.closure(granted),
+            }
+        })
+    }
+
     /// The `[[grants]]` that apply to a subject and its groups.
     pub fn grants_for(&self, subject: &str, groups: &[String]) -> Vec<GrantMatch> {
         let mut out = Vec::new();
@@ -82,10 +89,4 @@ impl Policy {
         }
         out
     }
-}
-
-/// Subjects match exactly; e-mail addresses match case-insensitively, as the gateway's own
-/// `identityScopes` does.
-pub fn subject_eq(configured: &str, subject: &str) -> bool {
-    configured == subject || (configured.contains('@') && configured.eq_ignore_ascii_case(subject))
 }

@@ -5,6 +5,8 @@
 //! [`PathPattern`]s the config parsed. So the path that was authorised is, byte for byte, the path
 //! the upstream receives. The query string is never part of a match.
 
+use std::collections::HashMap;
+
 use http::Method;
 
 use crate::config::{DefaultRoute, RouteAccess, RouteConfig};
@@ -42,11 +44,18 @@ impl Route {
 }
 
 /// The ordered route table; first match wins, then the default.
+///
+/// Exact paths are indexed, so finding a route costs one hash lookup plus a scan of the wildcard
+/// routes only, and a table of a thousand exact routes costs what a table of three does.
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     pub routes: Vec<Route>,
     pub default: Access,
     pub default_label: String,
+    /// Exact path → the indices of the routes naming it, in table order.
+    exact: HashMap<Box<str>, Vec<usize>, foldhash::fast::RandomState>,
+    /// Indices of the routes with wildcards, in table order.
+    patterned: Vec<usize>,
 }
 
 /// Which route applied: an index into the table, or the default.
@@ -62,7 +71,7 @@ impl RouteTable {
         default: &DefaultRoute,
         catalogue: &Catalogue,
     ) -> RouteTable {
-        let compiled = routes
+        let compiled: Vec<Route> = routes
             .iter()
             .map(|r| {
                 let access = match &r.access {
@@ -101,25 +110,51 @@ impl RouteTable {
                 "default route".to_string(),
             ),
         };
+        let mut exact: HashMap<Box<str>, Vec<usize>, _> = HashMap::default();
+        let mut patterned = Vec::new();
+        for (i, r) in compiled.iter().enumerate() {
+            match r.pattern.exact() {
+                Some(p) => exact.entry(p.into()).or_default().push(i),
+                None => patterned.push(i),
+            }
+        }
         RouteTable {
             routes: compiled,
             default,
             default_label,
+            exact,
+            patterned,
         }
     }
 
+    /// The first route, in table order, that matches; else the default.
     pub fn find(&self, method: &Method, path: &str, websocket: bool) -> RouteMatch {
-        for (i, r) in self.routes.iter().enumerate() {
-            if r.matches(method, path, websocket) {
-                return RouteMatch {
-                    index: Some(i),
-                    access: r.access,
-                };
-            }
-        }
-        RouteMatch {
-            index: None,
-            access: self.default,
+        // An exact pattern also matches its path with one trailing slash.
+        let key = match path.strip_suffix('/') {
+            Some(p) if !p.is_empty() => p,
+            _ => path,
+        };
+        let matching = |&i: &usize| self.routes[i].matches(method, path, websocket);
+        let exact = self
+            .exact
+            .get(key)
+            .and_then(|ids| ids.iter().copied().find(matching));
+        let before = exact.unwrap_or(usize::MAX);
+        let patterned = self
+            .patterned
+            .iter()
+            .copied()
+            .take_while(|&i| i < before)
+            .find(matching);
+        match patterned.or(exact) {
+            Some(i) => RouteMatch {
+                index: Some(i),
+                access: self.routes[i].access,
+            },
+            None => RouteMatch {
+                index: None,
+                access: self.default,
+            },
         }
     }
 
@@ -169,5 +204,65 @@ mod tests {
         assert_eq!(req("GET", "/assets/app.js", false), "operator.read");
         assert_eq!(req("DELETE", "/v1/models", false), "deny");
         assert_eq!(req("PUT", "/v1/responses", false), "deny");
+    }
+
+    #[test]
+    fn the_index_finds_what_a_scan_in_table_order_finds() {
+        let cat = Catalogue::new(&openclaw_scopes());
+        let cfg = crate::config::Config::parse(
+            r#"
+[upstream]
+url = "http://127.0.0.1:9"
+[[api_tokens]]
+subject = "t"
+sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+scopes = ["operator.read"]
+[[routes]]
+path = "/a/*"
+methods = ["POST"]
+require = ["operator.admin"]
+[[routes]]
+path = "/a/b"
+require = ["operator.write"]
+[[routes]]
+path = "/a/b"
+methods = ["GET"]
+public = true
+[[routes]]
+path = "/*/b"
+require = ["operator.read"]
+[[routes]]
+path = "/c"
+methods = ["DELETE"]
+public = true
+[[routes]]
+path = "/c"
+require = ["operator.admin"]
+"#,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let table = RouteTable::compile(&cfg.routes, &DefaultRoute::Deny, &cat);
+        let scan =
+            |m: &Method, p: &str, ws: bool| table.routes.iter().position(|r| r.matches(m, p, ws));
+        let paths = [
+            "/a/b", "/a/b/", "/x/b", "/a/c", "/c", "/c/", "/", "/a", "/a/", "/zz",
+        ];
+        let methods = [Method::GET, Method::POST, Method::DELETE];
+        for p in paths {
+            for m in &methods {
+                for ws in [false, true] {
+                    assert_eq!(
+                        table.find(m, p, ws).index,
+                        scan(m, p, ws),
+                        "{m} {p} ws={ws}"
+                    );
+                }
+            }
+        }
+        // The wildcard route before the exact one wins for POST; the exact one for GET.
+        assert_eq!(table.find(&Method::POST, "/a/b", false).index, Some(0));
+        assert_eq!(table.find(&Method::GET, "/a/b", false).index, Some(1));
+        assert_eq!(table.find(&Method::PUT, "/x/b", false).index, Some(3));
     }
 }

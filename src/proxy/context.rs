@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 
+use super::recycle::{ContextBox, Outcome};
 use crate::error::Refusal;
 use crate::identity::forwarded::Forwarded;
 use crate::identity::{Identified, Peer};
@@ -91,33 +92,43 @@ impl Context {
     }
 }
 
-/// A request on its way down the stack. The context is boxed once per request: every layer moves
-/// the exchange by value, and a 560-byte context copied at each of them cost more than the one
-/// allocation (measured with `bench/callgrind.sh`).
+/// A request on its way down the stack. The context is boxed (in the connection's reused
+/// allocation, see [`super::recycle`]): every layer moves the exchange by value.
 pub struct Exchange<B> {
-    pub ctx: Box<Context>,
+    pub ctx: ContextBox,
     pub req: Request<B>,
 }
 
-/// A request's outcome on its way back up: its context and a response or a refusal.
-pub struct Done {
-    pub ctx: Box<Context>,
-    pub outcome: Result<Response<ResponseBody>, Refusal>,
-}
+/// A request's outcome on its way back up: its context, with a response or a refusal recorded in
+/// the context's box — one pointer to hand back through every layer.
+pub struct Done(ContextBox);
 
 impl Done {
-    pub fn refused(ctx: Box<Context>, refusal: Refusal) -> Done {
-        Done {
-            ctx,
-            outcome: Err(refusal),
-        }
+    pub fn refused(ctx: ContextBox, refusal: Refusal) -> Done {
+        Done::with(ctx, Err(refusal))
     }
 
-    pub fn answered(ctx: Box<Context>, resp: Response<ResponseBody>) -> Done {
-        Done {
-            ctx,
-            outcome: Ok(resp),
-        }
+    pub fn answered(ctx: ContextBox, resp: Response<ResponseBody>) -> Done {
+        Done::with(ctx, Ok(resp))
+    }
+
+    pub fn with(mut ctx: ContextBox, outcome: Outcome) -> Done {
+        ctx.set_outcome(outcome);
+        Done(ctx)
+    }
+
+    /// The context and the outcome.
+    pub fn into_parts(self) -> (ContextBox, Outcome) {
+        let mut ctx = self.0;
+        // Every `Done` is made with an outcome; should one ever lack it, the client gets a 500.
+        let outcome = ctx.take_outcome().unwrap_or_else(|| {
+            Err(Refusal::new(
+                crate::error::RefusalKind::Internal,
+                "internal_error",
+                "the request finished without an outcome",
+            ))
+        });
+        (ctx, outcome)
     }
 }
 

@@ -108,6 +108,7 @@ use super::hygiene::Hygiene;
 use super::identify::{Identify, IdentifyService};
 use super::limits::Limits;
 use super::phase::PhaseService;
+use super::recycle::ContextBox;
 use crate::config::Config;
 use crate::error::{Reason, Refusal};
 use crate::identity::Identity;
@@ -361,7 +362,7 @@ where
         let request_id = finish::request_id(&gate.boot_id, &gate.snap, &conn, &req);
         let (parts, body) = req.into_parts();
         let head = Request::from_parts(parts, ());
-        let ctx = Box::new(Context::new(gate.snap.clone(), conn, request_id, &head));
+        let ctx = ContextBox::new(Context::new(gate.snap.clone(), conn, request_id, &head));
         let deciding = self.phases.call(Exchange { ctx, req: head });
         // The readied service goes with the future; this one keeps a fresh clone.
         let clone = self.inner.clone();
@@ -388,7 +389,7 @@ pin_project_lite::pin_project! {
     #[project = StateProj]
     enum State<S: Service<Request<B>>, B> {
         Deciding { #[pin] deciding: Deciding, body: Option<B>, inner: Option<S> },
-        Calling { #[pin] call: S::Future, ctx: Option<Box<Context>>, since: Instant },
+        Calling { #[pin] call: S::Future, ctx: Option<ContextBox>, since: Instant },
         Finished,
     }
 }
@@ -408,7 +409,8 @@ where
                     body,
                     inner,
                 } => {
-                    let Ok(Done { ctx, outcome }) = ready!(deciding.poll(cx));
+                    let Ok(done) = ready!(deciding.poll(cx));
+                    let (ctx, outcome) = done.into_parts();
                     let head = match outcome {
                         Ok(head) if head.extensions().get::<Authorised>().is_some() => head,
                         Ok(answer) => {

@@ -100,9 +100,9 @@ impl Explanation {
             method: id.method,
             display_name: id.display_name.clone(),
             groups: id.groups.clone(),
-            granted: cat.names_owned(id.granted),
-            effective: cat.names_owned(id.effective),
-            ignored_scopes: id.unknown_scopes.clone(),
+            granted: cat.names_owned(snap.policy.standing(id).granted),
+            effective: cat.names_owned(snap.policy.standing(id).effective),
+            ignored_scopes: snap.policy.standing(id).unknown.clone(),
             expires_at: id.expires_at,
             gateway_user: snap
                 .openclaw
@@ -389,13 +389,12 @@ mod tests {
         Snapshot::build(cfg, 1, None).unwrap()
     }
 
-    fn caller(snap: &Snapshot) -> Identified {
+    fn caller() -> Identified {
         let mut id = Identity::new(
             "dev",
             AuthMethod::Jwt,
             vec!["ops".into()],
             ["operator.read", "operator.bogus"],
-            &snap.policy,
         );
         id.display_name = Some("Dev".into());
         id.expires_at = Some(2_000_000_000);
@@ -449,7 +448,7 @@ mod tests {
         let ip = Some(IpAddr::from([192, 0, 2, 7]));
         let e = Explanation::new(
             &snap,
-            &caller(&snap),
+            &caller(),
             ip,
             request(&Method::POST, "/v1/responses"),
         )
@@ -494,7 +493,7 @@ mod tests {
     #[test]
     fn a_denied_request_carries_the_live_refusal() {
         let snap = snapshot();
-        let identified = caller(&snap);
+        let identified = caller();
         let method = Method::POST;
         let e = Explanation::new(
             &snap,

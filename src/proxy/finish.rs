@@ -15,8 +15,10 @@ use http::{Request, Response};
 use tower::Service;
 
 use super::context::{ConnInfo, Context, Done, Exchange};
+use super::recycle::Recycler;
 use crate::audit::{self, AuditRecord};
 use crate::error::{Refusal, RefusalKind};
+use crate::log_scope;
 use crate::runtime::Shared;
 use crate::runtime::Snapshot;
 use crate::upstream::body::ResponseBody;
@@ -26,11 +28,16 @@ use crate::upstream::body::ResponseBody;
 pub struct Finish {
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
+    recycler: Arc<Recycler>,
 }
 
 impl Finish {
-    pub fn new(shared: Arc<Shared>, conn: Arc<ConnInfo>) -> Finish {
-        Finish { shared, conn }
+    pub fn new(shared: Arc<Shared>, conn: Arc<ConnInfo>, recycler: Arc<Recycler>) -> Finish {
+        Finish {
+            shared,
+            conn,
+            recycler,
+        }
     }
 }
 
@@ -64,12 +71,22 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let Finish { shared, conn } = &self.finish;
+        let Finish {
+            shared,
+            conn,
+            recycler,
+        } = &self.finish;
         let snap = shared.snapshot.load_full();
         let request_id = request_id(&shared.boot_id, &snap, conn, &req);
-        let ctx = Box::new(Context::new(snap, conn.clone(), request_id, &req));
+        // Every log line inside the request (an upstream failure, a JWKS refetch, a task the
+        // request spawns) names it: see `log_scope`.
+        let scope = request_id.clone();
+        let ctx = recycler.context(Context::new(snap, conn.clone(), request_id, &req));
+        let inner = log_scope::in_scope(&scope, || self.inner.call(Exchange { ctx, req }));
         FinishFuture {
-            inner: self.inner.call(Exchange { ctx, req }),
+            inner,
+            recycler: recycler.clone(),
+            scope,
         }
     }
 }
@@ -79,6 +96,9 @@ pin_project_lite::pin_project! {
     pub struct FinishFuture<F> {
         #[pin]
         inner: F,
+        recycler: Arc<Recycler>,
+        // The request id, as the current request while this future is polled.
+        scope: HeaderValue,
     }
 }
 
@@ -86,15 +106,21 @@ impl<F: Future<Output = Result<Done, Infallible>>> Future for FinishFuture<F> {
     type Output = Result<Response<ResponseBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let inner = self.project().inner;
+        let this = self.project();
+        let (inner, scope) = (this.inner, &*this.scope);
         // Panics are caught per request (500, the process keeps serving). tower-http's CatchPanic
         // would box every response body; catching around the poll costs nothing on the hot path.
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
-        let Ok(Done { ctx, outcome }) = ready!(match polled {
-            Ok(p) => p,
-            Err(_) => return Poll::Ready(Ok(panic_response())),
-        });
-        Poll::Ready(Ok(answer(&ctx, outcome)))
+        log_scope::in_scope(scope, || {
+            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
+            let Ok(done) = ready!(match polled {
+                Ok(p) => p,
+                Err(_) => return Poll::Ready(Ok(panic_response())),
+            });
+            let (ctx, outcome) = done.into_parts();
+            let resp = answer(&ctx, outcome);
+            this.recycler.give_back(ctx);
+            Poll::Ready(Ok(resp))
+        })
     }
 }
 

@@ -55,7 +55,7 @@ impl Worker {
 pub async fn forward(worker: Arc<Worker>, ex: Exchange<Incoming>) -> Done {
     let Exchange { mut ctx, req } = ex;
     let outcome = dispatch(&worker, &mut ctx, req).await;
-    Done { ctx, outcome }
+    Done::with(ctx, outcome)
 }
 
 async fn dispatch(
@@ -169,18 +169,22 @@ async fn forward_websocket(
     let stop = worker.shared.stop.clone();
     let deadline = session_deadline(ctx);
     let request_id = ctx.request_id.clone();
-    worker.shared.tracker.spawn(async move {
+    let relaying = async move {
         match tokio::join!(on_client_upgrade, on_upstream_upgrade) {
             (Ok(c), Ok(u)) => {
-                let end =
-                    crate::upstream::websocket::relay_until(c, u, idle, stop, deadline).await;
+                let end = crate::upstream::websocket::relay_until(c, u, idle, stop, deadline).await;
                 tracing::debug!(request_id = ?request_id, end = ?end, "websocket closed");
             }
             (c, u) => {
                 tracing::warn!(request_id = ?request_id, client = ?c.err(), upstream = ?u.err(), "websocket upgrade did not complete");
             }
         }
-    });
+    };
+    // The relay outlives the request's future; its log lines still name the request.
+    worker.shared.tracker.spawn(crate::log_scope::Scoped::new(
+        ctx.request_id.clone(),
+        relaying,
+    ));
     out.body(ResponseBody::empty()).map_err(|_| {
         Refusal::new(
             RefusalKind::Internal,

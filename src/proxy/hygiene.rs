@@ -10,7 +10,7 @@
 use http::header;
 use http::{Method, Request, Version};
 
-use super::context::Exchange;
+use super::context::{Context, Exchange};
 use super::phase::{Phase, Verdict};
 use crate::error::{Refusal, RefusalKind};
 use crate::identity::forwarded;
@@ -37,6 +37,7 @@ impl Phase for Hygiene {
 
 fn inspect<B>(ex: &mut Exchange<B>) -> Result<(), Refusal> {
     let Exchange { ctx, req } = ex;
+    let ctx: &mut Context = ctx;
     let snap = &*ctx.snap;
     canonical_path(ctx.uri.path()).map_err(|why| {
         Refusal::bad_request(why.code(), format!("ambiguous path: {}", why.message()))

@@ -70,7 +70,7 @@ where
         ctx.route = Some(route);
         let cached = {
             let facts = facts(ctx, ex.req.headers());
-            ctx.snap.sources.identify_cached(&ctx.snap.policy, &facts)
+            ctx.snap.sources.identify_cached(&facts)
         };
         match cached {
             Some(identified) => IdentifyFuture::Step {
@@ -163,10 +163,7 @@ async fn identify_slowly<B>(ex: &Exchange<B>) -> Result<Identified, Refusal> {
         .contains_key(header::AUTHORIZATION)
         .then(|| reserve_failure(snap, ctx.forwarded.client_ip, ctx.started))
         .transpose()?;
-    let identified = snap
-        .sources
-        .identify(&snap.policy, &facts(ctx, headers))
-        .await;
+    let identified = snap.sources.identify(&facts(ctx, headers)).await;
     settle(snap, attempt, &identified);
     identified
 }
@@ -179,7 +176,7 @@ pub async fn verify_bearer(
     client_ip: Option<IpAddr>,
 ) -> Result<Arc<Identity>, Refusal> {
     let attempt = reserve_failure(snap, client_ip, Instant::now())?;
-    let verified = snap.sources.verify_bearer(&snap.policy, token).await;
+    let verified = snap.sources.verify_bearer(token).await;
     settle(snap, Some(attempt), &verified);
     verified
 }

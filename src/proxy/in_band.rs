@@ -78,15 +78,22 @@ pub fn accept(
         ctx: ctx.clone(),
     };
     let request_id = ctx.request_id.clone();
-    shared.tracker.spawn(async move {
+    let running = async move {
         match on_upgrade.await {
             Ok(up) => {
                 let _gauge = crate::metrics::GaugeGuard::websocket();
                 session.run(up).await;
             }
-            Err(e) => tracing::debug!(request_id = ?request_id, error = %e, "client left before the upgrade completed"),
+            Err(e) => {
+                tracing::debug!(request_id = ?request_id, error = %e, "client left before the upgrade completed")
+            }
         }
-    });
+    };
+    // The session outlives the request's future; its log lines still name the request.
+    shared.tracker.spawn(crate::log_scope::Scoped::new(
+        ctx.request_id.clone(),
+        running,
+    ));
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")

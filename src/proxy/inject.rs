@@ -15,6 +15,7 @@ use crate::assertion::AssertionInput;
 use crate::error::Refusal;
 use crate::identity::forwarded;
 use crate::policy::Decision;
+use crate::upstream::openclaw::ToGateway;
 
 /// The inject phase (a tower layer).
 #[derive(Debug, Clone, Copy, Default)]
@@ -98,49 +99,46 @@ pub fn set_upstream_headers(
     }
     headers.insert(X_REQUEST_ID, ex.request_id.clone());
     let (scopes_comma, scopes_space) = snap.scope_strings(decision.effective);
-    // X-Forwarded-For: overwritten, never appended; the common values are made once, not per request.
-    let xff = match &snap.openclaw {
-        Some(oc) => {
-            let ip = oc.forwarded_for(ex.forwarded.client_ip);
-            if ip == oc.local_client_ip {
-                Some(oc.local_client_value.clone())
-            } else if Some(ip) == conn.peer.ip() {
-                conn.peer_value.clone()
-            } else {
-                HeaderValue::from_str(&ip.to_string()).ok()
+    match &snap.openclaw {
+        // The profile sets its own headers, X-Forwarded-For among them.
+        Some(oc) => oc.set_headers(
+            headers,
+            ToGateway {
+                client_ip: ex.forwarded.client_ip,
+                peer_ip: conn.peer.ip(),
+                peer_value: conn.peer_value.as_ref(),
+                scopes: scopes_comma,
+                user: identity.and_then(|id| {
+                    id.gateway_header
+                        .get_or_init(|| HeaderValue::from_str(oc.gateway_user(&id.subject)).ok())
+                        .as_ref()
+                }),
+            },
+        ),
+        // X-Forwarded-For: overwritten, never appended; the peer's value is made once per connection.
+        None => {
+            let xff = match ex.forwarded.client_ip {
+                Some(ip) if Some(ip) == conn.peer.ip() => conn.peer_value.clone(),
+                Some(ip) => HeaderValue::from_str(&ip.to_string()).ok(),
+                None => None,
+            };
+            if let Some(v) = xff {
+                headers.insert(X_FORWARDED_FOR, v);
             }
         }
-        None => match ex.forwarded.client_ip {
-            Some(ip) if Some(ip) == conn.peer.ip() => conn.peer_value.clone(),
-            Some(ip) => HeaderValue::from_str(&ip.to_string()).ok(),
-            None => None,
+    }
+    let assertion = snap.assertion.assertion_at(
+        &AssertionInput {
+            subject: identity.map(|i| i.subject.as_str()).unwrap_or(""),
+            amr: identity.map(|i| i.method),
+            scope: &scopes_space,
+            scope_bits: decision.effective,
+            client_ip: ex.forwarded.client_ip,
+            method: &ex.method,
+            path: forwarded_path,
         },
-    };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    if let Some(oc) = &snap.openclaw {
-        // Always present: an empty list grants nothing, where an absent one would grant the gateway's
-        // full default set (gateway contract §3).
-        headers.insert(X_OPENCLAW_SCOPES, scopes_comma);
-        if let Some(id) = identity {
-            let user = id
-                .gateway_header
-                .get_or_init(|| HeaderValue::from_str(oc.gateway_user(&id.subject)).ok());
-            if let Some(v) = user {
-                headers.insert(oc.user_header.clone(), v.clone());
-            }
-        }
-    }
-    let assertion = snap.assertion.assertion(&AssertionInput {
-        subject: identity.map(|i| i.subject.as_str()).unwrap_or(""),
-        amr: identity.map(|i| i.method),
-        scope: &scopes_space,
-        scope_bits: decision.effective,
-        client_ip: ex.forwarded.client_ip,
-        method: &ex.method,
-        path: forwarded_path,
-    });
+        ex.started,
+    );
     headers.insert(snap.assertion.header_name().clone(), assertion);
 }
 

@@ -8,10 +8,10 @@
 //! where each phase records what it learned; back up comes a [`Done`] — the context and the outcome —
 //! from which `finish` renders the refusal, the audit line and the metrics. The synchronous phases
 //! return [`phase::Step`], an enum future; identification's slow path (a first-seen JWT, a WhoIs)
-//! boxes its future. Two allocations per request are deliberate: the context and the forwarding
-//! future are boxed once, because each layer moves its exchange and its inner future by value, and
-//! moving them unboxed through eight layers cost 5.8k instructions of `memcpy` per request where the
-//! two boxes cost a few hundred (`bash bench/callgrind.sh`; BENCHMARKS.md).
+//! boxes its future. The context and the forwarding future live in boxes the connection reuses
+//! from request to request ([`recycle`]): each layer moves its exchange and its inner future by
+//! value, and unboxed that cost 5.8k instructions of `memcpy` per request, while a keep-alive
+//! connection's requests allocate nothing for the shape.
 //!
 //! Limits come after hygiene because they count per client address, which hygiene establishes from
 //! trusted forwarding headers; the listener's own limits (header-read timeout, connection count,
@@ -20,20 +20,21 @@
 //! [`embed`] runs hygiene, limits, identify and authorise — these same layers — in front of a service
 //! of your own instead of `inject` and `forward` (issue 16, "the layers are a library").
 
-pub mod authorise;
-pub mod context;
+pub(crate) mod authorise;
+pub(crate) mod context;
 pub mod embed;
-pub mod explain;
-pub mod finish;
-pub mod forward;
-pub mod hygiene;
-pub mod identify;
-pub mod in_band;
-pub mod inject;
-pub mod limits;
-pub mod phase;
-pub mod public_keys;
-pub mod sign_in;
+pub(crate) mod explain;
+pub(crate) mod finish;
+pub(crate) mod forward;
+pub(crate) mod hygiene;
+pub(crate) mod identify;
+pub(crate) mod in_band;
+pub(crate) mod inject;
+pub(crate) mod limits;
+pub(crate) mod phase;
+pub(crate) mod public_keys;
+pub(crate) mod recycle;
+pub(crate) mod sign_in;
 #[cfg(test)]
 mod testing;
 
@@ -44,21 +45,21 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tower::{Service, ServiceBuilder};
 
-pub use authorise::{Authorise, WHOAMI_PATH};
-pub use context::{ConnInfo, Context, Done, Exchange};
-pub use finish::Finish;
-pub use forward::Worker;
-pub use hygiene::Hygiene;
-pub use identify::Identify;
-pub use inject::Inject;
-pub use limits::Limits;
-pub use public_keys::{PublicKeys, JWKS_PATH};
-pub use sign_in::SignIn;
+pub(crate) use authorise::{Authorise, WHOAMI_PATH};
+pub(crate) use context::{ConnInfo, Context, Exchange};
+pub(crate) use finish::Finish;
+pub(crate) use forward::Worker;
+pub(crate) use hygiene::Hygiene;
+pub(crate) use identify::Identify;
+pub(crate) use inject::Inject;
+pub(crate) use limits::Limits;
+pub(crate) use public_keys::{PublicKeys, JWKS_PATH};
+pub(crate) use sign_in::SignIn;
 
 use crate::upstream::body::ResponseBody;
 
 /// The whole stack for one client connection of one worker.
-pub fn stack(
+pub(crate) fn stack(
     worker: Arc<Worker>,
     conn: Arc<ConnInfo>,
 ) -> impl Service<
@@ -72,8 +73,9 @@ pub fn stack(
        + Send
        + 'static {
     let shared = worker.shared.clone();
+    let recycler = recycle::Recycler::new();
     ServiceBuilder::new()
-        .layer(Finish::new(shared, conn))
+        .layer(Finish::new(shared, conn, recycler.clone()))
         .layer(Hygiene)
         .layer(Limits)
         .layer(PublicKeys)
@@ -82,11 +84,7 @@ pub fn stack(
         .layer(Authorise)
         .layer(Inject)
         .service_fn(move |ex: Exchange<Incoming>| {
-            let worker = worker.clone();
-            // Boxed once here: every layer above moves its inner future by value, and unboxed the
-            // forwarding state (upstream send, body, timers) would be copied at each of them.
-            let forwarding: std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>> =
-                Box::pin(forward::forward(worker, ex));
+            let forwarding = recycler.forward(forward::forward(worker.clone(), ex));
             async move { Ok::<_, Infallible>(forwarding.await) }
         })
 }

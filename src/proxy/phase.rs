@@ -79,18 +79,14 @@ pin_project_lite::pin_project! {
     /// The future of a synchronous phase: finished now, or the next phase's future.
     #[project = StepProj]
     pub enum Step<F> {
-        // Boxed: a finished `Done` is large, and inline it would make every phase's future as large
-        // as a `Done` on the path of every request, not only of the refused ones.
-        Now { done: Option<Box<Done>> },
+        Now { done: Option<Done> },
         Next { #[pin] future: F },
     }
 }
 
 impl<F> Step<F> {
     pub fn now(done: Done) -> Self {
-        Step::Now {
-            done: Some(Box::new(done)),
-        }
+        Step::Now { done: Some(done) }
     }
 
     pub fn next(future: F) -> Self {
@@ -104,7 +100,7 @@ impl<F: Future<Output = Result<Done, Infallible>>> Future for Step<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         match self.project() {
             StepProj::Now { done } => match done.take() {
-                Some(d) => Poll::Ready(Ok(*d)),
+                Some(d) => Poll::Ready(Ok(d)),
                 // Polled again after it finished: nothing more will come.
                 None => Poll::Pending,
             },

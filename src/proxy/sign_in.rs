@@ -21,6 +21,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use tower::Service;
 
 use super::context::{Context, Done, Exchange};
+use super::recycle::{ContextBox, Outcome};
 use crate::error::{Refusal, RefusalKind};
 use crate::identity::jwt::unix_now;
 use crate::identity::oidc::{
@@ -128,11 +129,12 @@ where
             SignInProj::Own { future } => return future.as_mut().poll(cx).map(Ok),
             SignInProj::Navigate { inner, fallback } => {
                 let Ok(done) = ready!(inner.poll(cx));
+                let (ctx, outcome) = done.into_parts();
                 let unauthorized =
-                    matches!(&done.outcome, Err(r) if r.kind == RefusalKind::Unauthorized);
+                    matches!(&outcome, Err(r) if r.kind == RefusalKind::Unauthorized);
                 match (unauthorized, fallback.take()) {
-                    (true, Some(fb)) => sign_in_instead(done, *fb),
-                    _ => return Poll::Ready(Ok(done)),
+                    (true, Some(fb)) => sign_in_instead(ctx, outcome, *fb),
+                    _ => return Poll::Ready(Ok(Done::with(ctx, outcome))),
                 }
             }
         };
@@ -156,21 +158,14 @@ impl<F> SignInFuture<F> {
 
 /// A navigation the stack refused as unauthenticated: renew an ended session that has a refresh
 /// token, or start a sign-in that returns here.
-fn sign_in_instead(done: Done, fb: Fallback) -> Boxed {
+fn sign_in_instead(ctx: ContextBox, outcome: Outcome, fb: Fallback) -> Boxed {
     Box::pin(async move {
-        let ctx = done.ctx;
         let snap = ctx.snap.clone();
         let Some(oidc) = snap.sources.oidc.as_ref() else {
-            return Done {
-                ctx,
-                outcome: done.outcome,
-            };
+            return Done::with(ctx, outcome);
         };
         let Some(origin) = fb.origin else {
-            return Done {
-                ctx,
-                outcome: done.outcome,
-            };
+            return Done::with(ctx, outcome);
         };
         let now = unix_now();
         if let Some(session) = oidc.renewable(&fb.cookies, origin.https, now) {
@@ -193,7 +188,7 @@ fn sign_in_instead(done: Done, fb: Fallback) -> Boxed {
         ) {
             Ok(mut r) => {
                 // A cookie that did not hold is cleared, so the browser does not keep sending it.
-                if let Err(refusal) = &done.outcome {
+                if let Err(refusal) = &outcome {
                     if refusal.code.starts_with("session_") {
                         let jar = oidc::cookie::Jar {
                             https: origin.https,
@@ -319,13 +314,13 @@ fn own_endpoint<B: Send + 'static>(which: Own, ex: Exchange<B>) -> Boxed {
     })
 }
 
-fn refuse(ctx: Box<Context>, e: OidcError) -> Done {
+fn refuse(ctx: ContextBox, e: OidcError) -> Done {
     tracing::warn!(request_id = ?ctx.request_id, code = e.code(), reason = %e.message(), "sign-in refused");
     Done::refused(ctx, e.refusal())
 }
 
 /// A redirect of scopegate's own, with its cookies; never cached.
-fn answer(ctx: Box<Context>, r: Redirect, status: StatusCode) -> Done {
+fn answer(ctx: ContextBox, r: Redirect, status: StatusCode) -> Done {
     let mut resp = Response::new(ResponseBody::empty());
     *resp.status_mut() = status;
     let h = resp.headers_mut();

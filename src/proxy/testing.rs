@@ -9,6 +9,7 @@ use http::{HeaderValue, Request, Response};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 use super::context::{ConnInfo, Context, Done, Exchange};
+use super::recycle::ContextBox;
 use crate::config::Config;
 use crate::error::Refusal;
 use crate::identity::Peer;
@@ -25,7 +26,7 @@ pub fn snapshot(toml: &str) -> Arc<Snapshot> {
 pub fn exchange(snap: &Arc<Snapshot>, peer: &str, req: Request<()>) -> Exchange<()> {
     let ip: IpAddr = peer.parse().unwrap_or_else(|_| panic!("peer {peer}"));
     let conn = Arc::new(ConnInfo::new(Peer::Tcp(ip), false));
-    let ctx = Box::new(Context::new(
+    let ctx = ContextBox::new(Context::new(
         snap.clone(),
         conn,
         HeaderValue::from_static("test-1"),
@@ -53,7 +54,7 @@ impl Service<Exchange<()>> for Recorder {
     }
 
     fn call(&mut self, ex: Exchange<()>) -> Self::Future {
-        let ctx = ex.ctx.clone();
+        let ctx = ContextBox::new((*ex.ctx).clone());
         *self.reached.lock().unwrap_or_else(|e| e.into_inner()) = Some(ex);
         std::future::ready(Ok(Done::answered(
             ctx,
@@ -93,7 +94,7 @@ where
     let svc = ServiceBuilder::new().layer(layer).service(stub);
     let Ok(done) = svc.oneshot(ex).await;
     let passed = reached.lock().unwrap_or_else(|e| e.into_inner()).take();
-    match (done.outcome, passed) {
+    match (done.into_parts().1, passed) {
         (Err(r), _) => Outcome::Refused(r),
         (Ok(_), Some(ex)) => Outcome::Reached(Box::new(ex)),
         (Ok(resp), None) => Outcome::Answered(resp.status().as_u16()),

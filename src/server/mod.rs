@@ -7,9 +7,9 @@
 //! whatever is left and the worker threads exit. Then the audit lines still buffered on every thread
 //! are written (`audit::flush`), and the last log line counts requests and audit lines.
 
-pub mod admin;
-pub mod listener;
-pub mod reload;
+pub(crate) mod admin;
+pub(crate) mod listener;
+pub(crate) mod reload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,6 +86,20 @@ impl ServerHandle {
         let shared = self.shared.clone();
         self.control_rt
             .spawn(async move { reload::reload_from_file(&shared).await })
+    }
+
+    /// Waits (up to `deadline`) until the proxy is ready — the JWKS and the sign-in provider's
+    /// metadata loaded, the upstream reachable — fetching now rather than waiting for the background
+    /// fetch. For embedders and tests that must not send traffic before.
+    pub async fn ready(&self, deadline: Duration) -> bool {
+        let snap = self.shared.snapshot();
+        if let Some(j) = snap.jwks() {
+            j.initial_fetch(deadline).await;
+        }
+        if let Some(d) = snap.oidc_discovery() {
+            d.initial_fetch(deadline).await;
+        }
+        self.shared.readiness().await.ready
     }
 
     pub fn control_runtime(&self) -> &tokio::runtime::Handle {

@@ -16,8 +16,6 @@ use tokio::time::{Instant, Sleep};
 
 use crate::identity::hygiene::Hygiene;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 /// Why a streamed body stopped early.
 #[derive(Debug)]
 pub enum BodyError {

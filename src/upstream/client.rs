@@ -162,10 +162,6 @@ impl UpstreamClient {
             .map_err(|_| Refusal::bad_request("bad_path", "the path cannot be forwarded"))
     }
 
-    pub fn authority(&self) -> &Authority {
-        &self.authority
-    }
-
     /// Sends a request and waits for response headers, mapping failures to the contract's 502/504.
     /// The lease, when there is one, must travel with the response body (see `upstream::pool`).
     pub async fn send(
@@ -334,5 +330,3 @@ fn classify(e: &hyper_util::client::legacy::Error) -> Refusal {
         "the upstream closed the connection before sending a complete response",
     )
 }
-
-pub type SharedClient = Arc<UpstreamClient>;

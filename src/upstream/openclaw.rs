@@ -25,12 +25,14 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use http::HeaderName;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::header_names::{X_FORWARDED_FOR, X_OPENCLAW_SCOPES};
 
 use crate::config::Config;
 
-pub mod inband;
-pub mod preauth;
+pub(crate) mod inband;
+pub(crate) mod preauth;
 
 /// The profile's compiled settings for one snapshot.
 #[derive(Debug, Clone)]
@@ -109,6 +111,42 @@ impl OpenClawProfile {
             _ => self.local_client_ip,
         }
     }
+
+    /// Adds the profile's own headers to a request for the gateway (after the client's copies
+    /// were removed): `X-Forwarded-For` from [`Self::forwarded_for`], `X-OpenClaw-Scopes` — always
+    /// present, because an empty list grants nothing where an absent one would grant the gateway's
+    /// full default set (gateway contract §3) — and the caller's gateway identity, if any.
+    pub fn set_headers(&self, headers: &mut HeaderMap, to_gateway: ToGateway<'_>) {
+        let ip = self.forwarded_for(to_gateway.client_ip);
+        // The common values are made once (per snapshot, per connection), not per request.
+        let xff = if ip == self.local_client_ip {
+            Some(self.local_client_value.clone())
+        } else if Some(ip) == to_gateway.peer_ip {
+            to_gateway.peer_value.cloned()
+        } else {
+            HeaderValue::from_str(&ip.to_string()).ok()
+        };
+        if let Some(v) = xff {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+        headers.insert(X_OPENCLAW_SCOPES, to_gateway.scopes);
+        if let Some(user) = to_gateway.user {
+            headers.insert(self.user_header.clone(), user.clone());
+        }
+    }
+}
+
+/// What the profile's headers are made from, for one request.
+pub struct ToGateway<'a> {
+    /// The client address, after trusted forwarding hops.
+    pub client_ip: Option<IpAddr>,
+    /// The connection's peer and its header value, reused when the client is the peer.
+    pub peer_ip: Option<IpAddr>,
+    pub peer_value: Option<&'a HeaderValue>,
+    /// The effective scopes, comma-separated.
+    pub scopes: HeaderValue,
+    /// The caller's gateway identity as a header value.
+    pub user: Option<&'a HeaderValue>,
 }
 
 /// The JSON5 `gateway` block that makes an OpenClaw gateway trust this scopegate

@@ -72,6 +72,15 @@ impl PathPattern {
         })
     }
 
+    /// The path an exact pattern names (without a trailing slash), for indexing; `None` for a
+    /// pattern with wildcards.
+    pub fn exact(&self) -> Option<&str> {
+        match self.shape {
+            Shape::Exact => Some(&self.source),
+            Shape::Segments { .. } => None,
+        }
+    }
+
     /// The pattern as written in the config.
     pub fn as_str(&self) -> &str {
         &self.source

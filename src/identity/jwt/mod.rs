@@ -32,7 +32,6 @@ use crate::config::JwtConfig;
 use crate::error::Reason;
 use crate::identity::jwks::{JwksCache, KeyEntry};
 use crate::identity::{AuthMethod, Identity};
-use crate::policy::Policy;
 
 use claims::{check_claims, ClaimRules};
 pub(crate) use compact::{looks_like_jwt, ASSERTION_TYP};
@@ -115,8 +114,8 @@ impl JwtVerifier {
         }
     }
 
-    pub async fn verify(&self, token: &str, policy: &Policy) -> Result<Arc<Identity>, JwtError> {
-        self.verify_at(token, policy, unix_now()).await
+    pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, JwtError> {
+        self.verify_at(token, unix_now()).await
     }
 
     /// A token verified earlier and still cached: its identity, or why it no longer holds. `None` on a
@@ -181,12 +180,7 @@ impl JwtVerifier {
         })
     }
 
-    pub async fn verify_at(
-        &self,
-        token: &str,
-        policy: &Policy,
-        now: u64,
-    ) -> Result<Arc<Identity>, JwtError> {
+    pub async fn verify_at(&self, token: &str, now: u64) -> Result<Arc<Identity>, JwtError> {
         if let Some(hit) = self.cached(token, now) {
             return hit;
         }
@@ -207,7 +201,6 @@ impl JwtVerifier {
             AuthMethod::Jwt,
             verified.groups.clone(),
             verified.scopes.iter().map(String::as_str),
-            policy,
         );
         identity.display_name = verified.name.clone();
         identity.expires_at = Some(verified.exp);

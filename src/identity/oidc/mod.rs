@@ -26,7 +26,6 @@ use http::{HeaderMap, HeaderValue};
 use crate::config::OidcConfig;
 use crate::error::Reason;
 use crate::identity::{AuthMethod, Identity};
-use crate::policy::Policy;
 
 use cookie::{Found, Jar};
 use discovery::Discovery;
@@ -89,7 +88,6 @@ impl OidcSource {
     /// session cookie. Synchronous (an AEAD open, then a cache), so it never waits.
     pub fn identify(
         &self,
-        policy: &Policy,
         headers: &HeaderMap,
         https: bool,
         now: u64,
@@ -108,7 +106,7 @@ impl OidcSource {
             return Some(Ok(hit));
         }
         Some(self.open_session(value, now).map(|s| {
-            let identity = Arc::new(self.identity(&s, policy));
+            let identity = Arc::new(self.identity(&s));
             self.sessions.insert(value.into(), identity.clone());
             identity
         }))
@@ -140,13 +138,12 @@ impl OidcSource {
         Ok(session)
     }
 
-    fn identity(&self, s: &Session, policy: &Policy) -> Identity {
+    fn identity(&self, s: &Session) -> Identity {
         let mut id = Identity::new(
             &s.sub,
             AuthMethod::Oidc,
             s.groups.clone(),
             std::iter::empty(),
-            policy,
         );
         id.display_name = s.name.clone();
         id.expires_at = Some(s.exp);
@@ -440,37 +437,27 @@ mod tests {
         h
     }
 
-    fn policy() -> Policy {
-        let cfg = crate::config::Config::parse(
-            "[upstream]\nurl = \"http://127.0.0.1:1\"\nprofile = \"openclaw\"\n[[api_tokens]]\nsubject = \"x\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n[[grants]]\ngroups = [\"ops\"]\nscopes = [\"operator.write\"]\n",
-            None,
-        )
-        .unwrap();
-        Policy::compile(&cfg)
-    }
-
     #[test]
     fn a_sealed_session_identifies_until_its_end_and_nothing_else_does() {
         let src = source(vec![[1; 32]]);
-        let policy = policy();
         let sealed = src.seal_session(&session(5000));
         let id = src
-            .identify(&policy, &with_cookie(&sealed), true, 4000)
+            .identify(&with_cookie(&sealed), true, 4000)
             .unwrap()
             .unwrap();
         assert_eq!(id.subject, "alice@example.com");
         assert_eq!(id.method, AuthMethod::Oidc);
-        assert!(id.effective.len() > 1, "grants by group apply");
+        assert_eq!(id.groups, ["ops"], "groups come from the session");
         assert_eq!(id.expires_at, Some(5000));
         // Cached now, and still ended at its end.
         let err = src
-            .identify(&policy, &with_cookie(&sealed), true, 5000)
+            .identify(&with_cookie(&sealed), true, 5000)
             .unwrap()
             .unwrap_err();
         assert_eq!(err.code(), "session_expired");
         let fresh = src.seal_session(&session(5000));
         assert_eq!(
-            src.identify(&policy, &with_cookie(&fresh), true, 6000)
+            src.identify(&with_cookie(&fresh), true, 6000)
                 .unwrap()
                 .unwrap_err()
                 .code(),
@@ -478,14 +465,13 @@ mod tests {
             "expiry is read from the sealed value, not the cookie's Max-Age"
         );
         assert!(
-            src.identify(&policy, &with_cookie(&sealed), false, 4000)
-                .is_none(),
+            src.identify(&with_cookie(&sealed), false, 4000).is_none(),
             "over http the __Host- cookie is not ours to read"
         );
         let mut other = session(5000);
         other.iss = "https://other.example.com".into();
         assert_eq!(
-            src.identify(&policy, &with_cookie(&src.seal_session(&other)), true, 4000)
+            src.identify(&with_cookie(&src.seal_session(&other)), true, 4000)
                 .unwrap()
                 .unwrap_err()
                 .code(),
@@ -495,7 +481,7 @@ mod tests {
             .sealer
             .seal(Purpose::Login, &serde_json::to_vec(&session(5000)).unwrap());
         assert_eq!(
-            src.identify(&policy, &with_cookie(&login_sealed), true, 4000)
+            src.identify(&with_cookie(&login_sealed), true, 4000)
                 .unwrap()
                 .unwrap_err()
                 .code(),
@@ -504,13 +490,13 @@ mod tests {
         );
         let rotated = source(vec![[2; 32], [1; 32]]);
         assert!(rotated
-            .identify(&policy, &with_cookie(&sealed), true, 4000)
+            .identify(&with_cookie(&sealed), true, 4000)
             .unwrap()
             .is_ok());
         let retired = source(vec![[2; 32]]);
         assert_eq!(
             retired
-                .identify(&policy, &with_cookie(&sealed), true, 4000)
+                .identify(&with_cookie(&sealed), true, 4000)
                 .unwrap()
                 .unwrap_err()
                 .code(),
