@@ -853,3 +853,98 @@ async fn a_websocket_opened_by_a_session_closes_when_the_session_ends() {
     // The upstream's side of it is gone too (the relay dropped both sockets).
     let _ = &s.upstream;
 }
+
+/// `name="…" value="…"` pairs of an HTML form (the demo provider's login page).
+fn hidden_fields(html: &str) -> Vec<(String, String)> {
+    html.split("<input ")
+        .skip(1)
+        .filter_map(|tag| {
+            let attr = |a: &str| {
+                let start = tag.find(&format!("{a}=\""))? + a.len() + 2;
+                let end = start + tag[start..].find('"')?;
+                Some(
+                    tag[start..end]
+                        .replace("&amp;", "&")
+                        .replace("&quot;", "\""),
+                )
+            };
+            Some((attr("name")?, attr("value")?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_demo_signs_a_browser_in_with_its_own_provider_from_one_url() {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix("Open ") {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the demo prints the URL to open");
+    let sg = url.trim_end_matches('/').to_string();
+    let mut jar = Jar::default();
+    // The one URL: a navigation, sent to the demo provider (bounded retries while it discovers it).
+    let mut first = jar.navigate(&url).await;
+    for _ in 0..50 {
+        if first.status != 503 {
+            break;
+        }
+        tokio::task::yield_now().await;
+        first = jar.navigate(&url).await;
+    }
+    assert_eq!(first.status, 302, "{}", first.text());
+    let authorize = first.header("location").unwrap();
+    let page = jar.navigate(&authorize).await;
+    assert!(
+        page.text().contains("Demo identity provider"),
+        "{}",
+        page.text()
+    );
+    assert!(page.text().contains("admin@example.com"));
+    let mut form: Vec<String> = hidden_fields(&page.text())
+        .into_iter()
+        .map(|(k, v)| format!("{k}={}", scopegate::identity::oidc::flow::encode(&v)))
+        .collect();
+    form.push("person=2".into());
+    let idp = format!(
+        "{}/authorize",
+        authorize.split("/authorize").next().unwrap()
+    );
+    let chosen = jar.send("POST", &idp, &[], &form.join("&")).await;
+    assert_eq!(chosen.status, 303, "{}", chosen.text());
+    let callback = chosen.header("location").unwrap();
+    assert!(
+        callback.starts_with(&format!("{sg}/.scopegate/callback?")),
+        "{callback}"
+    );
+    let signed_in = jar.navigate(&callback).await;
+    assert_eq!(signed_in.status, 302, "{}", signed_in.text());
+    assert_eq!(signed_in.header("location").as_deref(), Some("/"));
+    let home = jar.navigate(&url).await;
+    assert_eq!(home.status, 200, "{}", home.text());
+    assert!(
+        home.text().contains("Signed in as admin@example.com"),
+        "{}",
+        home.text()
+    );
+    assert!(
+        home.text().contains("\"verified\": true"),
+        "the look-alike verified the assertion"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
