@@ -8,6 +8,9 @@
 //! whole process (the writer and appender threads included) per line. `render_*` compare the
 //! hand-written renderer with serde_json's serializer into the same reused buffer.
 //!
+//! The `identify_cached` group is sign-in's budget: a cached bearer JWT with `[oidc]` off and on, and a
+//! session cookie seen before.
+//!
 //! Run: `cargo bench --bench auth_path`. Keys are generated per run (RSA from tests/fixtures).
 
 use std::hint::black_box;
@@ -416,9 +419,93 @@ fn audit_bench(c: &mut Criterion) {
     let _ = new_reader.wait();
 }
 
+/// The synchronous identification work of one request, as `Sources::identify_cached` does it: a
+/// bearer JWT seen before (parse the header, look the token up) against a signed-in browser's session
+/// cookie seen before (no bearer, find the cookie, look the session up). With `[oidc]` on, the bearer
+/// path runs exactly the code it runs with it off — the cookie is read only when there is no bearer —
+/// so sign-in's budget is the second figure against the first.
+fn sign_in_bench(c: &mut Criterion) {
+    use scopegate::identity::oidc::discovery::Discovery;
+    use scopegate::identity::oidc::seal::{Purpose, Sealer};
+    use scopegate::identity::oidc::session::Session;
+    use scopegate::identity::oidc::OidcSource;
+    use scopegate::identity::{bearer_token, Bearer};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (dir, keys, cfg) = setup();
+    let k = &keys[0];
+    let cookie_key = [0x42u8; 32];
+    std::fs::write(
+        dir.path().join("cookie-keys"),
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, cookie_key),
+    )
+    .unwrap();
+    let oidc_cfg = Config::parse(
+        &format!(
+            "[upstream]\nurl = \"http://127.0.0.1:18789\"\n[oidc]\nissuer = \"https://idp.bench\"\nclient_id = \"scopegate\"\ncookie_keys_file = \"{}\"\n",
+            dir.path().join("cookie-keys").display()
+        ),
+        None,
+    )
+    .unwrap()
+    .oidc
+    .unwrap();
+    let oidc = OidcSource::new(&oidc_cfg, Discovery::new(&oidc_cfg)).unwrap();
+    let verifier = JwtVerifier::new(cfg.jwt.as_ref().unwrap(), None);
+    let tok = token(k, "alice@example.com");
+    rt.block_on(verifier.verify(&tok)).unwrap();
+    let now = scopegate::identity::jwt::unix_now();
+    let sealed = Sealer::new(&[cookie_key]).unwrap().seal(
+        Purpose::Session,
+        &serde_json::to_vec(&Session {
+            sub: "alice@example.com".into(),
+            name: Some("Alice".into()),
+            groups: vec!["ops".into()],
+            iss: "https://idp.bench".into(),
+            aud: "scopegate".into(),
+            iat: now,
+            exp: now + 3600,
+            refresh_token: Some("r".repeat(43)),
+        })
+        .unwrap(),
+    );
+    let mut bearer_headers = http::HeaderMap::new();
+    bearer_headers.insert(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_str(&format!("Bearer {tok}")).unwrap(),
+    );
+    let mut cookie_headers = http::HeaderMap::new();
+    cookie_headers.insert(
+        http::header::COOKIE,
+        http::HeaderValue::from_str(&format!("theme=dark; scopegate-session={sealed}")).unwrap(),
+    );
+    assert!(oidc.identify(&cookie_headers, false, now).unwrap().is_ok());
+    let mut group = c.benchmark_group("identify_cached");
+    group.bench_function("bearer_jwt", |b| {
+        b.iter(|| {
+            let Ok(Bearer::Token(t)) = bearer_token(black_box(&bearer_headers)) else {
+                unreachable!()
+            };
+            black_box(verifier.cached(t, scopegate::identity::jwt::unix_now()))
+        })
+    });
+    group.bench_function("session_cookie", |b| {
+        b.iter(|| {
+            let Ok(Bearer::None) = bearer_token(black_box(&cookie_headers)) else {
+                unreachable!()
+            };
+            black_box(oidc.identify(&cookie_headers, false, scopegate::identity::jwt::unix_now()))
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(50);
-    targets = bench, audit_bench
+    targets = bench, audit_bench, sign_in_bench
 }
 criterion_main!(benches);

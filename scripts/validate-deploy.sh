@@ -246,6 +246,19 @@ def placeholders(doc):
         if name in a:
             env[a[name]] = key_material(alg)
 
+    # [oidc]: the client secret is any text; cookie keys are base64 32-byte AEAD keys.
+    oidc = doc.get("oidc", {})
+    if "client_secret_file" in oidc:
+        want(oidc["client_secret_file"], hmac_secret(), "oidc.client_secret_file")
+    cookie_keys = ", ".join(base64.b64encode(secrets.token_bytes(32)).decode() for _ in range(2))
+    if "cookie_keys_file" in oidc:
+        def make_keys(p):
+            with open(p, "w") as f:
+                f.write(cookie_keys)
+        want(oidc["cookie_keys_file"], once("cookie-keys")(make_keys)(), "oidc.cookie_keys_file")
+    if "cookie_keys_env" in oidc:
+        env[oidc["cookie_keys_env"]] = cookie_keys
+
     # Anything else that names a file or a variable: variables get a dummy value; files this validator
     # does not know how to fake must exist as written, or it says so.
     def walk(node, trail):

@@ -79,7 +79,21 @@ impl Snapshot {
                 Some(JwtVerifier::new(j, jwks))
             }
         };
+        let oidc = match &config.oidc {
+            None => None,
+            Some(o) => {
+                let reuse = previous
+                    .and_then(|p| p.sources.oidc.as_ref())
+                    .map(|s| s.discovery())
+                    .filter(|d| d.same_source(o))
+                    .cloned();
+                let discovery =
+                    reuse.unwrap_or_else(|| crate::identity::oidc::discovery::Discovery::new(o));
+                Some(crate::identity::oidc::OidcSource::new(o, discovery)?)
+            }
+        };
         let sources = Sources {
+            oidc,
             jwt,
             api_tokens: ApiTokens::new(&config.api_tokens),
             tailscale: config.tailscale.as_ref().map(TailscaleSource::new),
@@ -224,6 +238,11 @@ impl Snapshot {
         (comma, space)
     }
 
+    /// The sign-in provider's discovery this snapshot uses, if any.
+    pub fn oidc_discovery(&self) -> Option<&Arc<crate::identity::oidc::discovery::Discovery>> {
+        self.sources.oidc.as_ref().map(|o| o.discovery())
+    }
+
     /// The JWKS cache this snapshot uses, if any.
     pub fn jwks(&self) -> Option<&Arc<JwksCache>> {
         self.sources.jwt.as_ref().and_then(|j| j.jwks())
@@ -304,6 +323,18 @@ impl Shared {
                 jwks.spawn_refresher(self.draining.clone());
             }
         }
+        if let Some(d) = snap.oidc_discovery() {
+            let reused = current.oidc_discovery().is_some_and(|c| Arc::ptr_eq(c, d));
+            if !reused {
+                if !d.initial_fetch(Duration::from_secs(10)).await {
+                    tracing::warn!(
+                        url = d.url(),
+                        "the new OIDC provider is not reachable yet; sign-in answers 503 until it is"
+                    );
+                }
+                d.spawn_refresher(self.draining.clone());
+            }
+        }
         let _guard = self
             .reload_lock
             .lock()
@@ -319,7 +350,8 @@ impl Shared {
     /// Ready: not draining, JWKS (if any) loaded, upstream accepting TCP connections.
     pub async fn readiness(&self) -> Readiness {
         let snap = self.snapshot();
-        let jwks_ok = snap.jwks().is_none_or(|j| j.has_keys());
+        let jwks_ok = snap.jwks().is_none_or(|j| j.has_keys())
+            && snap.oidc_discovery().is_none_or(|d| d.ready());
         if jwks_ok {
             self.jwks_ready.store(true, Ordering::Release);
         }

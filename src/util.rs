@@ -73,6 +73,67 @@ pub async fn http_get(url: &str, timeout: Duration, max_bytes: usize) -> Result<
         .map_err(|_| format!("timed out after {timeout:?}"))?
 }
 
+/// A bounded answer to a POST: the status and the body (at most `max_bytes`).
+pub struct PostAnswer {
+    pub status: http::StatusCode,
+    pub body: Bytes,
+}
+
+/// POSTs an `application/x-www-form-urlencoded` body (a token endpoint), with an optional
+/// `Authorization` value, and returns whatever status came back with its bounded body.
+pub async fn http_post_form(
+    url: &str,
+    authorization: Option<&str>,
+    form: String,
+    timeout: Duration,
+    max_bytes: usize,
+) -> Result<PostAnswer, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("bad url: {e}"))?;
+    let tls = client_tls_config(None)?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: Client<_, http_body_util::Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(connector);
+    let mut req = http::Request::post(uri)
+        .header(
+            http::header::USER_AGENT,
+            concat!("scopegate/", env!("CARGO_PKG_VERSION")),
+        )
+        .header(http::header::ACCEPT, "application/json")
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        );
+    if let Some(a) = authorization {
+        req = req.header(http::header::AUTHORIZATION, a);
+    }
+    let req = req
+        .body(http_body_util::Full::new(Bytes::from(form)))
+        .map_err(|e| e.to_string())?;
+    let work = async {
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), max_bytes)
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?;
+        Ok(PostAnswer {
+            status,
+            body: body.to_bytes(),
+        })
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| format!("timed out after {timeout:?}"))?
+}
+
 pub fn b64url(data: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)

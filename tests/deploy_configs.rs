@@ -438,6 +438,26 @@ fn plan(doc: &toml::Table, stand: &mut StandIns) -> Result<Plan, String> {
         }
     }
 
+    // [oidc]: the client secret is any text; cookie keys are base64 32-byte AEAD keys.
+    let oidc = table(doc.get("oidc")).unwrap_or_default();
+    if oidc.contains_key("client_secret_file") {
+        let secret = stand.hmac_secret();
+        plan.file(oidc.get("client_secret_file"), secret)?;
+    }
+    let cookie_keys = {
+        use base64::Engine;
+        let key = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+        format!("{},{}", key(0x11), key(0x22))
+    };
+    if oidc.contains_key("cookie_keys_file") {
+        let keys = cookie_keys.clone();
+        let file = stand.file("cookie-keys", move |p| std::fs::write(p, keys).unwrap());
+        plan.file(oidc.get("cookie_keys_file"), file)?;
+    }
+    if let Some(var) = oidc.get("cookie_keys_env").and_then(toml::Value::as_str) {
+        plan.env.insert(var.to_string(), cookie_keys);
+    }
+
     // Anything else naming a variable gets a dummy value; a file this test cannot fake is an error
     // that says so, rather than a silent pass.
     let mut unknown = Vec::new();

@@ -20,6 +20,9 @@ pub(super) fn check(path: &Path) -> ExitCode {
         }
     };
     print!("{}", policy_table(&snap));
+    for w in warnings(&snap.config) {
+        eprintln!("{}: warning: {w}", path.display());
+    }
     println!("\n{}: OK", path.display());
     ExitCode::SUCCESS
 }
@@ -52,6 +55,17 @@ fn people_lines(snap: &Snapshot, oc: &crate::upstream::openclaw::OpenClawProfile
             oc.shared_user
         ),
     }
+}
+
+/// What is valid but probably not what the operator meant.
+fn warnings(cfg: &crate::config::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if cfg.oidc.is_some() && cfg.server.allowed_origins.is_empty() {
+        out.push(
+            "[oidc] sign-in is on but [server] allowed_origins names no public origin: scopegate will sign browsers in on whatever Host they send, and `openclaw-config` cannot emit the gateway's controlUi.allowedOrigins".to_string(),
+        );
+    }
+    out
 }
 
 /// `[limits]` as `check` shows it: each bucket's rate and burst, or "off".
@@ -179,6 +193,21 @@ fn policy_table(snap: &Snapshot) -> String {
                 a.jwt.audience.join(",")
             );
         }
+    }
+    if let Some(o) = &cfg.oidc {
+        let _ = writeln!(
+            out,
+            "  oidc (sign-in)  issuer={} client={} ({}) scopes={} subject={} groups={} session={} cookie keys={} callback={}",
+            o.issuer,
+            o.client_id,
+            if o.client_secret.is_some() { "confidential" } else { "public, PKCE only" },
+            o.scopes.join(" "),
+            o.subject_claim,
+            o.groups_claim.as_deref().unwrap_or("-"),
+            humantime::format_duration(o.session_ttl),
+            o.cookie_keys.len(),
+            crate::identity::oidc::CALLBACK_PATH,
+        );
     }
     let _ = writeln!(
         out,

@@ -51,6 +51,7 @@ pub(super) fn explain(a: &ExplainArgs) -> ExitCode {
             peer,
             headers: &headers,
             client_ip: forwarded.client_ip,
+            https: forwarded.proto == Some("https"),
         };
         let identified = snap.sources.identify(&facts).await?;
         Explanation::new(
@@ -117,6 +118,9 @@ fn explain_request(snap: &Snapshot, a: &ExplainArgs) -> (HeaderMap, Peer) {
     };
     if let Some(t) = a.token.as_ref().or(a.api_token.as_ref()) {
         set(&mut h, "authorization", &format!("Bearer {t}"));
+    }
+    if let Some(session) = &a.session {
+        set(&mut h, "cookie", &format!("scopegate-session={session}"));
     }
     if let Some(login) = &a.tailscale_user {
         if let Some(ts) = &snap.config.tailscale {

@@ -113,6 +113,9 @@ pub(crate) struct ExplainArgs {
     /// A user, as the trusted proxy would send it.
     #[arg(long)]
     pub(crate) proxy_user: Option<String>,
+    /// A signed-in browser's session cookie value (opened with the config's [oidc] cookie keys).
+    #[arg(long, conflicts_with_all = ["token", "api_token", "tailscale_user", "proxy_user"])]
+    pub(crate) session: Option<String>,
     /// Groups for --proxy-user.
     #[arg(long, value_delimiter = ',')]
     pub(crate) groups: Vec<String>,

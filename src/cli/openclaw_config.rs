@@ -28,8 +28,22 @@ pub(super) fn openclaw_config(path: &Path) -> ExitCode {
             oc.shared_user
         ),
     };
+    let mut why = String::from(
+        "// The OpenClaw gateway settings that make it trust scopegate (merge into openclaw.json).\n// The gateway must not also have a shared token: trusted-proxy and a token cannot be combined.\n",
+    );
+    why.push_str(&people);
+    why.push('\n');
+    if !cfg.server.allowed_origins.is_empty() {
+        why.push_str("// controlUi.allowedOrigins: scopegate's public origins ([server] allowed_origins); without them the\n// Control UI shows \"origin not allowed\".\n");
+    }
+    if cfg.oidc.is_some() {
+        why.push_str("// trustedProxy.deviceAutoApprove: browsers signed in by scopegate ([oidc]) get their device approved\n// without a pairing prompt, capped by X-OpenClaw-Scopes and never with operator.admin.\n");
+        if cfg.server.allowed_origins.is_empty() {
+            why.push_str("// warning: [oidc] is on but [server] allowed_origins is empty, so no controlUi.allowedOrigins is emitted;\n// a browser on a non-loopback origin is refused by the gateway.\n");
+        }
+    }
     println!(
-        "// The OpenClaw gateway settings that make it trust scopegate (merge into openclaw.json).\n// The gateway must not also have a shared token: trusted-proxy and a token cannot be combined.\n{people}\n{}",
+        "{why}{}",
         serde_json::to_string_pretty(&block).unwrap_or_default()
     );
     ExitCode::SUCCESS

@@ -43,6 +43,8 @@ pub struct Config {
     pub request_scopes_header: Option<HeaderName>,
     pub assertion: AssertionConfig,
     pub openclaw: OpenClawConfig,
+    /// Browser sign-in (`[oidc]`), when configured.
+    pub oidc: Option<OidcConfig>,
     pub scopes: ScopesConfig,
     pub log: LogConfig,
     pub limits: LimitsConfig,
@@ -302,6 +304,42 @@ impl People {
             People::Provision => "provision",
             People::Shared => "shared",
         }
+    }
+}
+
+/// `[oidc]`: browser sign-in with the authorization code flow and PKCE, sessions in sealed cookies.
+#[derive(Clone)]
+pub struct OidcConfig {
+    /// Exactly as the provider spells it: discovery must echo it byte for byte (OIDC Discovery §4.3).
+    pub issuer: String,
+    pub client_id: String,
+    /// `None`: a public client, PKCE only.
+    pub client_secret: Option<String>,
+    pub scopes: Vec<String>,
+    pub subject_claim: String,
+    pub groups_claim: Option<String>,
+    pub name_claim: Option<String>,
+    pub session_ttl: Duration,
+    /// How long a started sign-in may take to come back to the callback.
+    pub login_ttl: Duration,
+    /// 32-byte AEAD keys; the first seals, all unseal.
+    pub cookie_keys: Vec<[u8; 32]>,
+    pub id_token_algorithms: Vec<JwtAlgorithm>,
+    pub leeway: Duration,
+    pub discovery_refresh: Duration,
+    pub timeout: Duration,
+    /// Where the provider sends the browser after logout (a same-origin path); `None`: `/`.
+    pub post_logout_redirect: String,
+}
+
+impl std::fmt::Debug for OidcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcConfig")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("public_client", &self.client_secret.is_none())
+            .field("cookie_keys", &self.cookie_keys.len())
+            .finish_non_exhaustive()
     }
 }
 

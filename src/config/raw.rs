@@ -27,6 +27,7 @@ pub struct RawConfig {
     pub policy: RawPolicy,
     pub assertion: Option<Spanned<RawAssertion>>,
     pub openclaw: Option<Spanned<RawOpenClaw>>,
+    pub oidc: Option<Spanned<RawOidc>>,
     pub scopes: Option<Spanned<RawScopes>>,
     #[serde(default)]
     pub log: RawLog,
@@ -239,4 +240,27 @@ pub struct RawLimits {
     pub unauthenticated_websockets_per_address: Option<usize>,
     pub unauthenticated_websockets_total: Option<usize>,
     pub table_size: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOidc {
+    pub issuer: Spanned<String>,
+    pub client_id: Spanned<String>,
+    pub client_secret_env: Option<Spanned<String>>,
+    pub client_secret_file: Option<Spanned<PathBuf>>,
+    pub scopes: Option<Vec<Spanned<String>>>,
+    pub subject_claim: Option<String>,
+    pub groups_claim: Option<String>,
+    pub name_claim: Option<String>,
+    pub session_ttl: Option<Spanned<Dur>>,
+    pub cookie_keys_env: Option<Spanned<String>>,
+    pub cookie_keys_file: Option<Spanned<PathBuf>>,
+    /// Algorithms accepted for ID tokens (each JWKS key is pinned to one of them).
+    pub id_token_algorithms: Option<Vec<Spanned<String>>>,
+    pub leeway: Option<Spanned<Dur>>,
+    pub discovery_refresh: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub login_ttl: Option<Spanned<Dur>>,
+    pub post_logout_redirect: Option<Spanned<String>>,
 }

@@ -44,7 +44,8 @@ impl ApiTokens {
     }
 
     /// The digest of the token whose identity `id` is (the same `Arc`): what a live session keeps to
-    /// tell, after a reload, whether its token is still configured. A scan, paid once per session.
+    /// tell, after a reload, whether its token is still configured.
+    /// Once per WebSocket, not per request: a scan is fine.
     pub fn digest_of(&self, id: &Identity) -> Option<[u8; 32]> {
         self.by_digest
             .iter()
@@ -53,7 +54,7 @@ impl ApiTokens {
     }
 
     /// The identity of the token with this digest.
-    pub fn identity_for_digest(&self, digest: &[u8; 32]) -> Option<Arc<Identity>> {
+    pub fn by_digest(&self, digest: &[u8; 32]) -> Option<Arc<Identity>> {
         self.by_digest.get(digest).cloned()
     }
 

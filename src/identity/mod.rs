@@ -18,6 +18,7 @@ pub(crate) mod forwarded;
 pub mod hygiene;
 pub(crate) mod jwks;
 pub mod jwt;
+pub mod oidc;
 pub(crate) mod rfc2047;
 pub(crate) mod tailscale;
 pub(crate) mod trusted_proxy;
@@ -37,6 +38,8 @@ pub enum AuthMethod {
     ApiToken,
     Tailscale,
     TrustedProxy,
+    /// A browser signed in with OpenID Connect (the session cookie).
+    Oidc,
 }
 
 impl AuthMethod {
@@ -46,6 +49,7 @@ impl AuthMethod {
             AuthMethod::ApiToken => "api_token",
             AuthMethod::Tailscale => "tailscale",
             AuthMethod::TrustedProxy => "trusted_proxy",
+            AuthMethod::Oidc => "oidc",
         }
     }
 
@@ -55,6 +59,7 @@ impl AuthMethod {
             AuthMethod::ApiToken => "api_token sub",
             AuthMethod::Tailscale => "tailscale login",
             AuthMethod::TrustedProxy => "trusted_proxy user",
+            AuthMethod::Oidc => "oidc sub",
         }
     }
 }
@@ -154,6 +159,9 @@ pub struct RequestFacts<'a> {
     pub headers: &'a HeaderMap,
     /// The client address already resolved from trusted forwarding headers.
     pub client_ip: Option<IpAddr>,
+    /// The browser's scheme is https (TLS here, or a trusted `X-Forwarded-Proto`): which session
+    /// cookie name is scopegate's.
+    pub https: bool,
 }
 
 /// All configured identity sources of one snapshot.
@@ -162,6 +170,8 @@ pub struct Sources {
     pub api_tokens: api_token::ApiTokens,
     pub tailscale: Option<tailscale::TailscaleSource>,
     pub trusted_proxy: Option<trusted_proxy::TrustedProxySource>,
+    /// Browser sign-in: the session cookie, read only when there is no bearer credential.
+    pub oidc: Option<oidc::OidcSource>,
 }
 
 /// A bearer value's source, by shape.
@@ -184,8 +194,29 @@ impl Sources {
                     anonymous_reason: None,
                 })
             }
-            Bearer::None => self.network_identity(facts).await,
+            Bearer::None => match self.session(facts) {
+                Some(session) => session,
+                None => self.network_identity(facts).await,
+            },
         }
+    }
+
+    /// The request's session cookie, when sign-in is on and it carries one. Like a bearer credential
+    /// it is the request's own: an invalid one is refused, never replaced by a network identity.
+    fn session(&self, facts: &RequestFacts<'_>) -> Option<Result<Identified, Refusal>> {
+        let outcome = self
+            .oidc
+            .as_ref()?
+            .identify(facts.headers, facts.https, jwt::unix_now())?;
+        Some(
+            outcome
+                .map(|identity| Identified {
+                    identity: Some(identity),
+                    seen: self.network_claims(facts),
+                    anonymous_reason: None,
+                })
+                .map_err(|e| e.refusal()),
+        )
     }
 
     /// The identities trusted peers' headers name, unverified, for the record.
@@ -227,7 +258,8 @@ impl Sources {
     pub fn identify_cached(&self, facts: &RequestFacts<'_>) -> Option<Result<Identified, Refusal>> {
         let token = match bearer_token(facts.headers) {
             Err(r) => return Some(Err(r)),
-            Ok(Bearer::None) => return None,
+            // Off the bearer path: a session cookie is looked at only when there is no bearer.
+            Ok(Bearer::None) => return self.session(facts),
             Ok(Bearer::Token(t)) => t,
         };
         // A JWT verified before is taken from the cache first: it was checked against the API

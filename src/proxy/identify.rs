@@ -136,6 +136,7 @@ where
 {
     let outcome = identified.and_then(|identified| {
         ex.ctx.identified = identified;
+        super::sign_in::check_ambient(&ex)?;
         charge_identity(&ex.ctx)
     });
     match outcome {
@@ -149,6 +150,7 @@ fn facts<'a>(ctx: &Context, headers: &'a http::HeaderMap) -> RequestFacts<'a> {
         peer: ctx.conn.peer,
         headers,
         client_ip: ctx.forwarded.client_ip,
+        https: ctx.conn.tls || ctx.forwarded.proto == Some("https"),
     }
 }
 

@@ -50,6 +50,10 @@ impl Phase for Inject {
             .filter(|h| h.to_str().is_ok_and(forwarded::valid_host))
             .cloned();
         ctx.snap.hygiene.scrub(headers);
+        if ctx.snap.sources.oidc.is_some() {
+            // The session is scopegate's credential; the upstream never sees it.
+            crate::identity::oidc::cookie::strip(headers);
+        }
         headers.remove(header::HOST);
         headers.remove(header::EXPECT);
         set_upstream_headers(ctx, headers, &decision, &forwarded_path, original_host);

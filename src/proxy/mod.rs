@@ -1,7 +1,7 @@
 //! The request's path: one tower stack, one layer per phase, in the order of the product diagram.
 //!
 //! ```text
-//! finish ─► hygiene ─► limits ─► public keys ─► identify ─► authorise ─► inject ─► forward
+//! finish ─► hygiene ─► limits ─► public keys ─► sign-in ─► identify ─► authorise ─► inject ─► forward
 //! ```
 //!
 //! Each phase is one file. Down the stack travels an [`Exchange`] — the request and its [`Context`],
@@ -36,6 +36,7 @@ pub(crate) mod phase;
 pub(crate) mod public_keys;
 pub(crate) mod recycle;
 pub(crate) mod revoke;
+pub(crate) mod sign_in;
 #[cfg(test)]
 mod testing;
 
@@ -55,6 +56,7 @@ pub(crate) use identify::Identify;
 pub(crate) use inject::Inject;
 pub(crate) use limits::Limits;
 pub(crate) use public_keys::{PublicKeys, JWKS_PATH};
+pub(crate) use sign_in::SignIn;
 
 use crate::upstream::body::ResponseBody;
 
@@ -79,6 +81,7 @@ pub(crate) fn stack(
         .layer(Hygiene)
         .layer(Limits)
         .layer(PublicKeys)
+        .layer(SignIn)
         .layer(Identify)
         .layer(Authorise)
         .layer(Inject)

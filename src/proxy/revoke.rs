@@ -42,7 +42,8 @@ pub fn register(shared: &Shared, ctx: &Context) -> Option<(Registration, Revoked
 }
 
 /// When a session admitted with `id` must end: its token's `exp` (a bearer JWT's, or the trusted
-/// proxy's signed assertion's) plus the leeway scopegate accepted that token with.
+/// proxy's signed assertion's) plus the leeway scopegate accepted that token with; a signed-in
+/// browser's session at its sealed expiry, without leeway.
 fn deadline(snap: &Snapshot, id: &Identity) -> Option<tokio::time::Instant> {
     let exp = id.expires_at?;
     let cfg = &snap.config;
@@ -52,6 +53,7 @@ fn deadline(snap: &Snapshot, id: &Identity) -> Option<tokio::time::Instant> {
             .as_ref()
             .and_then(|t| t.assertion.as_ref())
             .map_or(0, |a| a.jwt.leeway.as_secs()),
+        AuthMethod::Oidc => 0,
         _ => cfg.jwt.as_ref().map_or(0, |j| j.leeway.as_secs()),
     };
     let now_unix = crate::identity::jwt::unix_now();
@@ -66,7 +68,7 @@ pub fn judge(snap: &Snapshot, a: &Admission) -> Option<Revocation> {
     let identity = match a.method {
         AuthMethod::ApiToken => {
             let digest = a.token_digest?;
-            match sources.api_tokens.identity_for_digest(&digest) {
+            match sources.api_tokens.by_digest(&digest) {
                 Some(id) if crate::values::subject_eq(&id.subject, &a.subject) => id,
                 _ => {
                     return revoked(
@@ -81,6 +83,15 @@ pub fn judge(snap: &Snapshot, a: &Admission) -> Option<Revocation> {
                 return revoked(
                     "jwt_removed",
                     "JWTs are no longer accepted ([jwt] was removed)".into(),
+                );
+            }
+            Arc::new(rebuild(a))
+        }
+        AuthMethod::Oidc => {
+            if sources.oidc.is_none() {
+                return revoked(
+                    "oidc_removed",
+                    "browser sign-in is no longer configured ([oidc] was removed)".into(),
                 );
             }
             Arc::new(rebuild(a))

@@ -88,6 +88,20 @@ impl ServerHandle {
             .spawn(async move { reload::reload_from_file(&shared).await })
     }
 
+    /// Waits (up to `deadline`) until the proxy is ready — the JWKS and the sign-in provider's
+    /// metadata loaded, the upstream reachable — fetching now rather than waiting for the background
+    /// fetch. For embedders and tests that must not send traffic before.
+    pub async fn ready(&self, deadline: Duration) -> bool {
+        let snap = self.shared.snapshot();
+        if let Some(j) = snap.jwks() {
+            j.initial_fetch(deadline).await;
+        }
+        if let Some(d) = snap.oidc_discovery() {
+            d.initial_fetch(deadline).await;
+        }
+        self.shared.readiness().await.ready
+    }
+
     pub fn control_runtime(&self) -> &tokio::runtime::Handle {
         &self.control_rt
     }
@@ -164,6 +178,19 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
                             tracing::warn!(
                                 url = jwks.url(),
                                 "JWKS not reachable yet; retrying in the background"
+                            );
+                        }
+                        let _ = s.readiness().await;
+                    });
+                }
+                if let Some(d) = snap.oidc_discovery().cloned() {
+                    d.spawn_refresher(shared.draining.clone());
+                    let s = shared.clone();
+                    tokio::spawn(async move {
+                        if !d.initial_fetch(Duration::from_secs(30)).await {
+                            tracing::warn!(
+                                url = d.url(),
+                                "OIDC provider not reachable yet; retrying in the background"
                             );
                         }
                         let _ = s.readiness().await;

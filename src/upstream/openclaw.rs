@@ -235,7 +235,20 @@ pub fn gateway_config_block(cfg: &Config, port_hint: Option<u16>) -> serde_json:
     let port = port_hint
         .or_else(|| cfg.upstream.authority.port_u16())
         .unwrap_or(18789);
-    serde_json::json!({
+    let mut trusted_proxy = serde_json::json!({
+        "userHeader": profile.user_header.as_str(),
+        "allowLoopback": true,
+    });
+    if cfg.oidc.is_some() {
+        // Signed-in browsers bring their own device identity; approving it on the proxy's word is
+        // what lets the Control UI open without a pairing prompt. The persistent grant is capped by
+        // the X-OpenClaw-Scopes scopegate sends, and never includes operator.admin.
+        trusted_proxy["deviceAutoApprove"] = serde_json::json!({
+            "enabled": true,
+            "scopes": device_auto_approve_scopes(catalogue),
+        });
+    }
+    let mut block = serde_json::json!({
         "gateway": {
             "mode": "local",
             "bind": "loopback",
@@ -243,10 +256,7 @@ pub fn gateway_config_block(cfg: &Config, port_hint: Option<u16>) -> serde_json:
             "trustedProxies": ["127.0.0.1", "::1"],
             "auth": {
                 "mode": "trusted-proxy",
-                "trustedProxy": {
-                    "userHeader": profile.user_header.as_str(),
-                    "allowLoopback": true,
-                },
+                "trustedProxy": trusted_proxy,
                 "identityScopes": identity_scopes,
             },
             "http": {
@@ -256,7 +266,29 @@ pub fn gateway_config_block(cfg: &Config, port_hint: Option<u16>) -> serde_json:
                 }
             }
         }
-    })
+    });
+    if !cfg.server.allowed_origins.is_empty() {
+        // The gateway refuses a browser whose Origin it does not list ("origin not allowed"):
+        // scopegate's public origins are the browser's.
+        block["gateway"]["controlUi"] =
+            serde_json::json!({ "allowedOrigins": cfg.server.allowed_origins });
+    }
+    block
+}
+
+/// The scopes an auto-approved browser device may hold: the gateway's default list, as far as the
+/// catalogue has them, and never `operator.admin` (that would make every signed-in person an admin).
+pub fn device_auto_approve_scopes(catalogue: &[String]) -> Vec<String> {
+    [
+        "operator.read",
+        "operator.write",
+        "operator.approvals",
+        "operator.questions",
+    ]
+    .iter()
+    .filter(|s| catalogue.iter().any(|c| c == *s))
+    .map(|s| s.to_string())
+    .collect()
 }
 
 #[cfg(test)]
@@ -292,6 +324,47 @@ users = ["bob"]
             _ => People::Listed,
         };
         OpenClawProfile::new(&c)
+    }
+
+    #[test]
+    fn sign_in_adds_origins_and_device_auto_approval_without_admin() {
+        let plain = gateway_config_block(&cfg(), None);
+        assert!(plain["gateway"]["controlUi"].is_null());
+        assert!(plain["gateway"]["auth"]["trustedProxy"]["deviceAutoApprove"].is_null());
+        std::env::set_var(
+            "SG_TEST_OC_KEYS",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        );
+        let with = Config::parse(
+            r#"
+[server]
+allowed_origins = ["https://gw.example.com"]
+[upstream]
+url = "http://127.0.0.1:18789"
+profile = "openclaw"
+[oidc]
+issuer = "https://idp.example.com"
+client_id = "scopegate"
+cookie_keys_env = "SG_TEST_OC_KEYS"
+"#,
+            None,
+        )
+        .unwrap();
+        let b = gateway_config_block(&with, None);
+        assert_eq!(
+            b["gateway"]["controlUi"]["allowedOrigins"],
+            serde_json::json!(["https://gw.example.com"])
+        );
+        let auto = &b["gateway"]["auth"]["trustedProxy"]["deviceAutoApprove"];
+        assert_eq!(auto["enabled"], true);
+        let scopes: Vec<&str> = auto["scopes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert!(scopes.contains(&"operator.write"));
+        assert!(!scopes.contains(&"operator.admin"), "{scopes:?}");
     }
 
     #[test]

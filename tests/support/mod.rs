@@ -12,7 +12,9 @@
 
 pub mod client;
 pub mod idp;
+pub mod jar;
 pub mod keys;
+pub mod oidc_provider;
 pub mod pki;
 pub mod proxy;
 pub mod upstream;

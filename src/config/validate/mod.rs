@@ -12,6 +12,7 @@ mod identity_sources;
 mod jwt;
 mod limits;
 mod log;
+mod oidc;
 mod openclaw;
 mod routes;
 mod scopes;
@@ -215,8 +216,10 @@ fn build(ck: &mut Checker, raw: RawConfig, path: Option<&Path>) -> Option<Config
     let assertion = assertion::assertion_config(ck, raw.assertion, profile, upstream.as_ref());
     let log = log::log_config(ck, raw.log);
     let limits = limits::limits_config(ck, raw.limits);
+    let oidc = raw.oidc.and_then(|o| oidc::oidc_config(ck, o));
 
     if jwt.is_none()
+        && oidc.is_none()
         && api_tokens.is_empty()
         && tailscale.is_none()
         && trusted_proxy.is_none()
@@ -244,6 +247,7 @@ fn build(ck: &mut Checker, raw: RawConfig, path: Option<&Path>) -> Option<Config
         request_scopes_header: raw.policy.request_scopes_header.map(|h| h.0),
         assertion: assertion?,
         openclaw,
+        oidc,
         scopes,
         log,
         limits,

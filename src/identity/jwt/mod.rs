@@ -47,6 +47,19 @@ struct CachedToken {
     jwks_generation: u64,
 }
 
+/// A token whose signature and registered claims hold, with its whole claims object: what an OpenID
+/// Connect ID token check needs on top (`nonce`, `azp`). Never cached: each ID token is seen once.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    pub claims: Map<String, Value>,
+    pub subject: String,
+    pub groups: Vec<String>,
+    pub name: Option<String>,
+    pub exp: u64,
+    /// How it was verified (key, issuer), for reasons.
+    pub note: Reason,
+}
+
 /// Verifies bearer JWTs against static keys and a JWKS, with a cache of verified tokens.
 pub struct JwtVerifier {
     rules: ClaimRules,
@@ -132,6 +145,39 @@ impl JwtVerifier {
             }
         }
         Some(Ok(hit.identity.clone()))
+    }
+
+    /// The RFC 8725 rules of [`JwtVerifier::verify`] — pinned algorithm, signature, `iss`, `aud`,
+    /// `exp`, `nbf`, `iat` — returning the claims rather than an identity (OpenID Connect ID tokens).
+    pub async fn verify_token_at(&self, token: &str, now: u64) -> Result<VerifiedToken, JwtError> {
+        let compact = parse_compact(token, self.max_token_bytes)?;
+        let key = self.verify_signature(&compact).await?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(compact.payload_b64)
+            .map_err(|_| JwtError::Malformed("payload is not valid base64url"))?;
+        let claims: Map<String, Value> = serde_json::from_slice(&payload)
+            .map_err(|_| JwtError::Malformed("payload is not a JSON object"))?;
+        let verified = check_claims(&claims, &self.rules, now)?;
+        Ok(VerifiedToken {
+            subject: verified.subject,
+            groups: verified.groups,
+            name: verified.name,
+            exp: verified.exp,
+            note: Reason::new(
+                "id_token_verified",
+                format!(
+                    "ID token from issuer {} verified with {} key{} ({})",
+                    self.rules.issuer,
+                    key.alg,
+                    key.kid
+                        .as_deref()
+                        .map(|k| format!(" kid={k}"))
+                        .unwrap_or_default(),
+                    key.origin
+                ),
+            ),
+            claims,
+        })
     }
 
     pub async fn verify_at(&self, token: &str, now: u64) -> Result<Arc<Identity>, JwtError> {

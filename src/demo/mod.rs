@@ -5,6 +5,12 @@
 //! free loopback ports, with a throwaway identity provider key, and prints tokens for a reader, a writer
 //! and an admin plus `curl` lines to paste. The look-alike verifies scopegate's assertion against the
 //! published JWKS, so what it echoes is what an upstream can trust.
+//!
+//! A browser signs in too: a throwaway identity provider (`idp`, on its own loopback port) offers the
+//! demo people on a login page, and scopegate's `[oidc]` runs the real code flow against it, so opening
+//! the one printed URL shows the whole sign-in and lands on the look-alike as the chosen person.
+
+mod idp;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,9 +32,9 @@ use crate::tokens::{self, TokenSpec};
 pub const DEMO_ISSUER: &str = "https://idp.demo.scopegate.invalid";
 pub const DEMO_AUDIENCE: &str = "openclaw";
 
-type DemoBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+pub(crate) type DemoBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-fn full(b: impl Into<Bytes>) -> DemoBody {
+pub(crate) fn full(b: impl Into<Bytes>) -> DemoBody {
     http_body_util::Full::new(b.into()).boxed()
 }
 
@@ -45,6 +51,7 @@ pub struct Demo {
     pub proxy: crate::server::ServerHandle,
     pub proxy_addr: SocketAddr,
     pub upstream_addr: SocketAddr,
+    pub idp_addr: SocketAddr,
     pub tokens: DemoTokens,
     pub dir: PathBuf,
     upstream_stop: tokio::sync::oneshot::Sender<()>,
@@ -82,6 +89,22 @@ pub fn start(listen: SocketAddr) -> Result<Demo, String> {
         .set_nonblocking(true)
         .map_err(|e| e.to_string())?;
     let upstream_addr = up_listener.local_addr().map_err(|e| e.to_string())?;
+    // The throwaway identity provider, on the same thread as the look-alike.
+    let idp_listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    idp_listener
+        .set_nonblocking(true)
+        .map_err(|e| e.to_string())?;
+    let idp_addr = idp_listener.local_addr().map_err(|e| e.to_string())?;
+    let provider = idp::DemoIdp::new(idp_addr, &idp_der, jwk.clone())?;
+    let provider_for_thread = provider.clone();
+    std::fs::write(
+        dir.join("cookie-keys"),
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            crate::util::random_bytes::<32>(),
+        ),
+    )
+    .map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let proxy_jwks_url: Arc<std::sync::OnceLock<String>> = Arc::new(std::sync::OnceLock::new());
     let jwks_for_upstream = proxy_jwks_url.clone();
@@ -96,11 +119,15 @@ pub fn start(listen: SocketAddr) -> Result<Demo, String> {
                 Err(_) => return,
             };
             rt.block_on(async move {
-                let Ok(l) = tokio::net::TcpListener::from_std(up_listener) else {
+                let (Ok(l), Ok(idp_l)) = (
+                    tokio::net::TcpListener::from_std(up_listener),
+                    tokio::net::TcpListener::from_std(idp_listener),
+                ) else {
                     return;
                 };
                 tokio::select! {
                     _ = serve_lookalike(l, jwks_for_upstream) => {}
+                    _ = provider_for_thread.serve(idp_l) => {}
                     _ = stop_rx => {}
                 }
             });
@@ -136,10 +163,33 @@ scopes = ["operator.read"]
 groups = ["ops"]
 scopes = ["operator.write"]
 
+# Browser sign-in against the demo's throwaway provider (a public client: PKCE only).
+[oidc]
+issuer = "http://{idp_addr}"
+client_id = "{client_id}"
+scopes = ["openid", "email", "profile"]
+subject_claim = "email"
+session_ttl = "12h"
+cookie_keys_file = "cookie-keys"
+
+# The people of the demo provider's login page.
+[[grants]]
+subjects = ["reader@example.com"]
+scopes = ["operator.read"]
+
+[[grants]]
+subjects = ["writer@example.com"]
+scopes = ["operator.write"]
+
+[[grants]]
+subjects = ["admin@example.com"]
+scopes = ["operator.admin"]
+
 [log]
 audit = true
 "#,
         digest = crate::identity::api_token::sha256_hex(api_token.as_bytes()),
+        client_id = idp::CLIENT_ID,
     );
     let config_path = dir.join("scopegate.toml");
     std::fs::write(&config_path, &config_text).map_err(|e| e.to_string())?;
@@ -147,6 +197,10 @@ audit = true
     let proxy = crate::server::start(config)?;
     let proxy_addr = proxy.addr.ok_or("the demo listens on TCP")?;
     let _ = proxy_jwks_url.set(format!("http://{proxy_addr}{}", crate::proxy::JWKS_PATH));
+    let _ = provider.redirect_uri.set(format!(
+        "http://{proxy_addr}{}",
+        crate::identity::oidc::CALLBACK_PATH
+    ));
 
     let key = tokens::encoding_key(
         JwtAlgorithm::EdDSA,
@@ -182,6 +236,7 @@ audit = true
         proxy,
         proxy_addr,
         upstream_addr,
+        idp_addr,
         tokens,
         dir,
         upstream_stop: stop_tx,
@@ -196,6 +251,9 @@ impl Demo {
         let t = &self.tokens;
         format!(
             r#"scopegate demo: an OpenClaw look-alike on http://{up} with scopegate in front on {p}
+
+Open {p}/ in a browser: you are sent to the demo identity provider (http://{idp}), pick a person, and
+land on the look-alike signed in as them (sign out: {p}/.scopegate/logout).
 
 Demo credentials (JWTs from a throwaway IdP, valid 12 h; the API token is opaque):
   reader  reader@example.com  operator.read
@@ -240,6 +298,7 @@ curl -s $SG{jwks}
 
 Press Ctrl-C to stop."#,
             up = self.upstream_addr,
+            idp = self.idp_addr,
             reader = t.reader,
             writer = t.writer,
             admin = t.admin,
@@ -386,6 +445,7 @@ async fn lookalike(
         return r;
     }
     match (method.as_str(), path.as_str()) {
+        ("GET", "/") => home(&who),
         ("GET", "/healthz") | ("GET", "/health") => {
             json_resp(StatusCode::OK, json!({"ok": true, "status": "live"}))
         }
@@ -445,6 +505,28 @@ async fn lookalike(
             json!({"error": {"type": "not_found", "message": format!("{method} {path}")}}),
         ),
     }
+}
+
+/// The look-alike's home page: who the upstream was told is calling.
+fn home(who: &Value) -> Response<DemoBody> {
+    let text = serde_json::to_string_pretty(who).unwrap_or_default();
+    let escaped = text
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let user = who["user"]
+        .as_str()
+        .unwrap_or("nobody")
+        .replace(['<', '>', '&'], "");
+    let page = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>scopegate demo</title></head><body style=\"font-family:sans-serif;max-width:48em;margin:3em auto\"><h1>Signed in as {user}</h1><p>This page is the demo gateway. What it was told about you, by scopegate (the assertion verified against scopegate's published keys):</p><pre>{escaped}</pre><p><a href=\"/.scopegate/whoami\">/.scopegate/whoami</a> · <a href=\"/.scopegate/logout\">sign out</a></p></body></html>"
+    );
+    let mut r = Response::new(full(page));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
 }
 
 /// A stream over an mpsc receiver (without pulling in tokio-stream).
