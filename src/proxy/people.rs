@@ -6,7 +6,8 @@
 //! WebSocket is forwarded: a listed person (or the shared identity) goes through; with `listed` an
 //! unlisted person is refused here with a 403 that says why; with `provision` scopegate first makes
 //! sure the gateway lists them (`upstream::openclaw::provision` keeps the books, this module writes).
-//! HTTP needs none of this: the gateway takes `X-OpenClaw-Scopes` as the whole grant there.
+//! HTTP needs none of this: the gateway takes `X-OpenClaw-Scopes` as the whole grant there; nor does
+//! a browser scopegate signed in (its device is auto-approved, see `admit_websocket`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,13 @@ pub async fn admit_websocket(shared: &Shared, ctx: &Context) -> Result<(), Refus
     let (Some(oc), Some(id)) = (&ctx.snap.openclaw, ctx.identified.identity.as_deref()) else {
         return Ok(());
     };
+    if id.method == crate::identity::AuthMethod::Oidc {
+        // A browser scopegate signed in brings its own device identity on a relayed, untouched
+        // WebSocket; the gateway approves it through trustedProxy.deviceAutoApprove (which
+        // `openclaw-config` emits whenever [oidc] is on), capped by X-OpenClaw-Scopes, with no
+        // identityScopes entry — so neither a refusal nor a config.patch is needed.
+        return Ok(());
+    }
     match oc.listing(&id.subject) {
         Listing::Listed | Listing::Shared => Ok(()),
         Listing::Unlisted => Err(Refusal::new(
