@@ -4,6 +4,9 @@
 #
 #   bash bench/callgrind.sh            # about two minutes; needs valgrind, wrk, nginx
 #   SG_BASELINE=/tmp/scopegate-old bash bench/callgrind.sh   # also count another build, same run
+#   SG_SCALE=1 bash bench/callgrind.sh  # also the same request under a small config (3 routes, 3 API
+#                                       # tokens, 3 grants, 1 key) and a large one (1 000 routes,
+#                                       # 10 000 API tokens, 1 000 grants, a 50-key JWT key set)
 #
 # Instruction counts do not depend on how busy the machine is, so this is the figure to compare code
 # changes by; BENCHMARKS.md's "Where the throughput goes" comes from it (add --dump-instr=yes to the
@@ -31,6 +34,36 @@ trap cleanup EXIT
 TOKEN=$(cat "$WORK/token.txt")
 UP=127.0.0.1:18280
 SG_LISTEN=127.0.0.1:18281 SG_UPSTREAM=$UP SG_WORKERS=1 sg_config "$WORK/sg.toml"
+# scale_toml DIR KEYS TOKENS GRANTS ROUTES: extra tables for a config of that size. The request under
+# test (GET /v1/models with the "bench" key's token) matches the last route, and its key is the first
+# of KEYS.
+scale_toml() {
+  local dir=$1 keys=$2 tokens=$3 grants=$4 routes=$5 i
+  for i in $(seq 1 $((keys - 1))); do
+    "$SB" keys --dir "$dir/k$i" >/dev/null
+    python3 - "$dir/k$i/idp-es256.jwk" "k$i" <<'PY'
+import json, sys
+path, kid = sys.argv[1], sys.argv[2]
+jwk = json.load(open(path)); jwk["kid"] = kid
+json.dump(jwk, open(path, "w"))
+PY
+    printf '[[jwt.keys]]\nkid = "k%d"\nalgorithm = "ES256"\njwk_file = "k%d/idp-es256.jwk"\n' "$i" "$i"
+  done
+  for i in $(seq 1 "$tokens"); do
+    printf '[[api_tokens]]\nsubject = "bot-%d"\nsha256 = "%064x"\nscopes = ["operator.read"]\n' "$i" "$i"
+  done
+  for i in $(seq 1 "$grants"); do
+    printf '[[grants]]\nsubjects = ["person-%d@example.com"]\ngroups = ["team-%d"]\nscopes = ["operator.read"]\n' "$i" "$i"
+  done
+  for i in $(seq 1 $((routes - 1))); do
+    printf '[[routes]]\npath = "/scale/route-%d"\nrequire = ["operator.write"]\n' "$i"
+  done
+  printf '[[routes]]\npath = "/v1/models"\nmethods = ["GET"]\nrequire = ["operator.read"]\n'
+}
+if [ -n "${SG_SCALE:-}" ]; then
+  SG_LISTEN=127.0.0.1:18284 SG_UPSTREAM=$UP SG_WORKERS=1 SG_EXTRA_TOML="$(scale_toml "$WORK" 50 10000 1000 1000)" sg_config "$WORK/sg-scale.toml"
+  SG_LISTEN=127.0.0.1:18285 SG_UPSTREAM=$UP SG_WORKERS=1 SG_EXTRA_TOML="$(scale_toml "$WORK" 1 3 3 3)" sg_config "$WORK/sg-small.toml"
+fi
 # The same with [limits] off: what the abuse limits cost on the cached-token path.
 SG_LISTEN=127.0.0.1:18283 SG_UPSTREAM=$UP SG_WORKERS=1 SG_LIMITS='enabled = false' sg_config "$WORK/sg-nolimits.toml"
 cat > "$WORK/nginx.conf" <<EOT
@@ -82,6 +115,12 @@ measure() {
 wait_port "${UP##*:}" 2>/dev/null || true
 measure scopegate 18281 "$SG" --log-format json run --config "$WORK/sg.toml"
 measure scopegate_limits_off 18283 "$SG" --log-format json run --config "$WORK/sg-nolimits.toml"
+if [ -n "${SG_SCALE:-}" ]; then
+  measure scale_small 18285 "$SG" --log-format json run --config "$WORK/sg-small.toml"
+  measure scale_large 18284 "$SG" --log-format json run --config "$WORK/sg-scale.toml"
+  measure scale_small_again 18285 "$SG" --log-format json run --config "$WORK/sg-small.toml"
+  measure scale_large_again 18284 "$SG" --log-format json run --config "$WORK/sg-scale.toml"
+fi
 if [ -n "${SG_BASELINE:-}" ]; then
   # Another build (for instance the commit before a change) with the same configs, in the same run.
   measure baseline 18281 "$SG_BASELINE" --log-format json run --config "$WORK/sg.toml"

@@ -33,6 +33,10 @@ sg_config() {
     echo "kid = \"bench\""
     echo "algorithm = \"ES256\""
     echo "jwk_file = \"idp-es256.jwk\""
+    # The bench tokens' subjects are named nowhere; the bench upstream keeps no identityScopes, so
+    # their WebSockets go through as one shared identity, as before people = "listed" was the default.
+    echo "[openclaw]"
+    echo "people = \"shared\""
     echo "[assertion]"
     echo "key_file = \"assertion-ed25519.pem\""
     [ -n "${SG_REUSE:-}" ] && echo "reuse = \"$SG_REUSE\""

@@ -33,6 +33,7 @@ pub mod properties;
 pub mod proxy;
 pub(crate) mod runtime;
 pub mod server;
+pub(crate) mod sessions;
 pub(crate) mod stream;
 pub(crate) mod tls;
 pub mod tokens;

@@ -38,6 +38,11 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevokedLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransportLabels {
     pub transport: &'static str,
 }
@@ -72,6 +77,12 @@ pub struct Metrics {
     pub upstream_duration: Family<RouteLabels, Histogram>,
     pub active_connections: Gauge,
     pub active_websockets: Gauge,
+    /// Live sessions watched for revocation (`sessions`).
+    pub live_sessions: Gauge,
+    /// Sessions ended because their credential ended, by why.
+    pub revoked: Family<RevokedLabels, Counter>,
+    /// People added to the gateway's `identityScopes` (`[openclaw] people = "provision"`).
+    pub provisioned: Counter,
     /// Which relay carried a WebSocket: `tcp` (both sockets taken back from hyper, no buffers) or
     /// `stream` (TLS or unix sockets, a small-buffer copy); a drop in `tcp` is a memory regression.
     pub websocket_relays: Family<TransportLabels, Counter>,
@@ -108,6 +119,24 @@ impl Metrics {
             Family::<RouteLabels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
         let active_connections = Gauge::<i64, AtomicI64>::default();
         let active_websockets = Gauge::<i64, AtomicI64>::default();
+        let live_sessions = Gauge::<i64, AtomicI64>::default();
+        let revoked = Family::<RevokedLabels, Counter>::default();
+        let provisioned = Counter::default();
+        registry.register(
+            "live_sessions",
+            "Live WebSockets watched for revocation",
+            live_sessions.clone(),
+        );
+        registry.register(
+            "sessions_revoked",
+            "Sessions ended because their credential ended",
+            revoked.clone(),
+        );
+        registry.register(
+            "openclaw_provisioned",
+            "People added to the gateway's identityScopes",
+            provisioned.clone(),
+        );
         let websocket_relays = Family::<TransportLabels, Counter>::default();
         let upstream_errors = Family::<KindLabels, Counter>::default();
         let jwks_fetches = Family::<OutcomeLabels, Counter>::default();
@@ -248,6 +277,9 @@ impl Metrics {
             upstream_duration,
             active_connections,
             active_websockets,
+            live_sessions,
+            revoked,
+            provisioned,
             websocket_relays,
             upstream_errors,
             jwks_fetches,

@@ -108,6 +108,10 @@ impl Snapshot {
                 managed.push(g);
                 read_from_peers.push(g);
             }
+            if let Some(a) = &tp.assertion {
+                managed.push(&a.header);
+                read_from_peers.push(&a.header);
+            }
         }
         if let Some(h) = &config.request_scopes_header {
             managed.push(h);
@@ -255,6 +259,10 @@ pub struct Shared {
     /// Upgraded connections (WebSockets) outlive their HTTP connection; they are tracked here.
     pub tracker: TaskTracker,
     pub boot_id: String,
+    /// Who scopegate has added to the gateway's `identityScopes` (`[openclaw] people = "provision"`).
+    pub provisioner: Arc<crate::upstream::openclaw::provision::Provisioner>,
+    /// Every live WebSocket, with what admitted it, re-decided on reload and ended when it expires.
+    pub sessions: Arc<crate::sessions::Sessions>,
     generation: AtomicU64,
     reload_lock: Mutex<()>,
     jwks_ready: AtomicBool,
@@ -269,6 +277,8 @@ impl Shared {
             stop: CancellationToken::new(),
             tracker: TaskTracker::new(),
             boot_id,
+            provisioner: Arc::new(crate::upstream::openclaw::provision::Provisioner::new()),
+            sessions: Arc::new(crate::sessions::Sessions::new()),
             generation: AtomicU64::new(1),
             reload_lock: Mutex::new(()),
             jwks_ready: AtomicBool::new(false),

@@ -581,3 +581,45 @@ async fn jwks_endpoint_is_public_and_has_no_private_material() {
     assert!(keys[0].get("d").is_none());
     let _ = bearer("x");
 }
+
+/// Server-sent events end with their credential too: a reload that keeps the API token leaves the
+/// stream alone, one that removes it ends the stream (a clean end, as when a server finishes).
+#[tokio::test]
+async fn an_event_stream_ends_when_a_reload_removes_its_api_token() {
+    let up = Upstream::start().await;
+    let cfg = open_config(&up.url(), "");
+    let p = proxy::start(&cfg);
+    let req = Request::get(format!("{}/sse", p.url()))
+        .header("authorization", "Bearer test-token")
+        .body(client::empty())
+        .unwrap();
+    let client = client::http1();
+    let (resp, _) = tokio::join!(client.request(req), within(10, "sse open", up.sse_opened()));
+    let mut body = resp.unwrap().into_body();
+    let next_event = async |body: &mut hyper::body::Incoming, want: &str| {
+        up.emit(want).await;
+        let f = within(5, "event", body.frame())
+            .await
+            .expect("the stream is open")
+            .unwrap();
+        assert_eq!(
+            f.data_ref().unwrap(),
+            &Bytes::from(format!("data: {want}\n\n"))
+        );
+    };
+    next_event(&mut body, "one").await;
+    // A reload that changes nothing this stream depends on.
+    p.reload_with(&format!("{cfg}\n[[api_tokens]]\nsubject = \"other\"\nsha256 = \"{}\"\nscopes = [\"operator.read\"]\n",
+        scopegate::identity::api_token::sha256_hex(b"other-token")))
+        .await
+        .unwrap();
+    next_event(&mut body, "two").await;
+    // The token is gone: the stream ends, though the upstream has not ended it.
+    let without = cfg.replace(
+        &scopegate::identity::api_token::sha256_hex(b"test-token"),
+        &scopegate::identity::api_token::sha256_hex(b"rotated-token"),
+    );
+    p.reload_with(&without).await.unwrap();
+    let end = within(5, "end of stream", body.frame()).await;
+    assert!(end.is_none(), "the stream ended cleanly: {end:?}");
+}

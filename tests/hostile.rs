@@ -439,8 +439,8 @@ async fn bare_lf_heads_are_reframed_not_passed_through() {
         );
         assert_eq!(
             seen[0].header("x-forwarded-user").as_deref(),
-            Some("scopegate"),
-            "case {i}: the upstream's user header is scopegate's own"
+            Some("reader@example.com"),
+            "case {i}: the upstream's user header is scopegate's own: the token's subject"
         );
     }
 }
@@ -798,7 +798,10 @@ async fn connection_nominated_repeated_and_trailer_headers() {
         seen.header_all("x-openclaw-scopes"),
         vec!["operator.read,operator.sessions.read"]
     );
-    assert_eq!(seen.header_all("x-forwarded-user"), vec!["scopegate"]);
+    assert_eq!(
+        seen.header_all("x-forwarded-user"),
+        vec!["reader@example.com"]
+    );
 
     // Two Authorization headers: ambiguous credential, refused.
     g.up.clear();
@@ -888,7 +891,7 @@ async fn oversized_and_malformed_header_values() {
             // A bare LF splits the line in two (see bare_lf_heads_…): the spoof is still dropped.
             assert_eq!(
                 g.up.last().header("x-forwarded-user").as_deref(),
-                Some("scopegate")
+                Some("reader@example.com")
             );
         } else {
             assert_eq!(status, 400, "{injected:?}: {text}");
@@ -940,7 +943,12 @@ async fn until_close(ws: &mut support::client::Ws) -> (Option<Value>, Option<u16
 
 #[tokio::test]
 async fn websocket_abuse_before_authentication() {
-    let g = gate("").await;
+    // Both people are named, so that their WebSockets reach the gateway (`[openclaw] people`).
+    let g = gate_with(
+        "",
+        "[openclaw]\nusers = [\"reader@example.com\", \"writer@example.com\"]\n",
+    )
+    .await;
     let ws_url = format!("ws://{}/", g.proxy.addr);
 
     // 1. A forged Origin (a page on another site riding ambient identity) is refused before upgrade.

@@ -656,10 +656,7 @@ async fn spoofed_headers_in_every_spelling_never_reach_the_upstream() {
         seen.header("x-openclaw-scopes").as_deref(),
         Some("operator.read,operator.sessions.read")
     );
-    assert_eq!(
-        seen.header("x-forwarded-user").as_deref(),
-        Some("scopegate")
-    );
+    assert_eq!(seen.header("x-forwarded-user").as_deref(), Some("reader"));
     assert_eq!(seen.header_all("x-forwarded-for"), vec!["192.0.2.1"]);
 
     // Nominating scopegate's own headers in Connection cannot remove them.
@@ -681,10 +678,7 @@ async fn spoofed_headers_in_every_spelling_never_reach_the_upstream() {
         seen.header("x-openclaw-scopes").as_deref(),
         Some("operator.read,operator.sessions.read")
     );
-    assert_eq!(
-        seen.header("x-forwarded-user").as_deref(),
-        Some("scopegate")
-    );
+    assert_eq!(seen.header("x-forwarded-user").as_deref(), Some("reader"));
     assert!(seen.header("x-forwarded-for").is_some());
 
     // In trailers, over HTTP/2: managed names are dropped there too.
@@ -960,7 +954,7 @@ async fn tagged_nodes_get_scopes_from_capability_grants_or_a_reason() {
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(
         up.last().header("x-forwarded-user").as_deref(),
-        Some("scopegate")
+        Some("ci-2.tail1234.ts.net")
     );
 }
 
@@ -1107,4 +1101,124 @@ async fn api_tokens_identify_and_unknown_ones_are_refused() {
         .header("www-authenticate")
         .unwrap()
         .contains("invalid_request"));
+}
+
+/// A front proxy that signs its identity (Cloudflare Access's `Cf-Access-Jwt-Assertion`): with
+/// `[trusted_proxy.assertion]`, the user and groups come from the verified assertion, and a user header
+/// from a trusted address without one — or with one that disagrees — is not enough.
+#[tokio::test]
+async fn a_front_proxys_signed_assertion_is_required_and_is_where_user_and_groups_come_from() {
+    let up = Upstream::start().await;
+    let access = TestKey::p256("access-1");
+    let forger = TestKey::p256("access-1");
+    let jwks = Jwks::start(vec![access.jwk.clone().unwrap()]).await;
+    const TEAM: &str = "https://team.cloudflareaccess.com";
+    const AUD: &str = "4714c1358e65fe4b408ad6d432a5f878f08194bdb4752441fd56faefa9b2b6f2";
+    let cfg = format!(
+        "{}\n[trusted_proxy]\npeers = [\"127.0.0.1/32\"]\nuser_header = \"cf-access-authenticated-user-email\"\nassertion_header = \"cf-access-jwt-assertion\"\n\n[trusted_proxy.assertion]\nissuer = \"{TEAM}\"\naudience = \"{AUD}\"\njwks_url = \"{}\"\nsubject_claim = \"email\"\ngroups_claim = \"groups\"\n\n[[grants]]\ngroups = [\"ops\"]\nscopes = [\"operator.write\"]\n",
+        base(&up.url(), "openclaw"),
+        jwks.url()
+    );
+    let p = proxy::start(&cfg);
+    let mint = |key: &TestKey, email: &str, groups: &[&str], ttl: i64| {
+        key.token_with(&format!("cf-{email}"), &[], groups, |t| {
+            t.issuer = TEAM.into();
+            t.audience = AUD.into();
+            t.extra.insert("email".into(), email.into());
+            if ttl < 0 {
+                t.ttl = Duration::ZERO;
+                t.extra.insert(
+                    "exp".into(),
+                    (scopegate::identity::jwt::unix_now() as i64 + ttl).into(),
+                );
+            }
+        })
+    };
+    let post = |headers: Vec<(&'static str, String)>| {
+        let u = url(&p, "/v1/responses");
+        async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            client::send("POST", &u, &h, "{}").await
+        }
+    };
+    const USER: &str = "cf-access-authenticated-user-email";
+    const ASSERTION: &str = "cf-access-jwt-assertion";
+
+    // Verified: the user and the groups are the assertion's; the group grant applies.
+    let good = mint(&access, "carol@example.com", &["ops"], 0);
+    let got = post(vec![
+        (USER, "carol@example.com".into()),
+        (ASSERTION, good.clone()),
+        ("x-forwarded-for", "198.51.100.7".into()),
+    ])
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let seen = up.last();
+    assert_eq!(
+        seen.header("x-forwarded-user").as_deref(),
+        Some("carol@example.com")
+    );
+    assert!(
+        seen.header(ASSERTION).is_none(),
+        "the proxy's assertion is not passed on"
+    );
+    let claims = assertion_claims(&seen.header("x-scopegate-assertion").unwrap());
+    assert_eq!(claims["sub"], "carol@example.com");
+    assert_eq!(claims["amr"][0], "trusted_proxy");
+
+    // A forged user header from the trusted address, without the assertion: 401, nothing forwarded.
+    let before = up.count();
+    let got = post(vec![(USER, "admin@example.com".into())]).await;
+    assert_eq!(got.status, 401, "{}", got.text());
+    assert_eq!(
+        got.json()["error"]["reason_codes"][0],
+        "trusted_proxy_assertion_missing"
+    );
+    // Signed by a key that is not the proxy's (same kid): 401.
+    let forged = mint(&forger, "admin@example.com", &["ops"], 0);
+    let got = post(vec![
+        (USER, "admin@example.com".into()),
+        (ASSERTION, forged),
+    ])
+    .await;
+    assert_eq!(got.status, 401, "{}", got.text());
+    // A genuine assertion for someone else than the header names: 400, ambiguous.
+    let got = post(vec![
+        (USER, "admin@example.com".into()),
+        (ASSERTION, good.clone()),
+    ])
+    .await;
+    assert_eq!(got.status, 400, "{}", got.text());
+    assert_eq!(
+        got.json()["error"]["reason_codes"][0],
+        "conflicting_identities"
+    );
+    // Expired: 401 with the verifier's reason.
+    let old = mint(&access, "carol@example.com", &["ops"], -3600);
+    let got = post(vec![(USER, "carol@example.com".into()), (ASSERTION, old)]).await;
+    assert_eq!(got.status, 401, "{}", got.text());
+    assert!(got.text().contains("expired"), "{}", got.text());
+    assert_eq!(
+        up.count(),
+        before,
+        "no refused request reached the upstream"
+    );
+
+    // Groups come from the assertion only: one without `ops` is read-only whatever headers claim.
+    let plain = mint(&access, "dan@example.com", &[], 0);
+    let got = post(vec![
+        (USER, "dan@example.com".into()),
+        (ASSERTION, plain.clone()),
+        ("x-forwarded-groups", "ops".into()),
+    ])
+    .await;
+    assert_eq!(got.status, 403, "{}", got.text());
+    // And the assertion alone (no user header) identifies.
+    let got = client::get(
+        &url(&p, "/.scopegate/whoami"),
+        &[(ASSERTION, plain.as_str())],
+    )
+    .await;
+    assert_eq!(got.json()["subject"], "dan@example.com", "{}", got.text());
+    assert_eq!(got.json()["method"], "trusted_proxy");
 }

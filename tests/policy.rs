@@ -712,3 +712,47 @@ fn keygen_token_and_verify_assertion_commands_work_together() {
     assert_eq!(claims["scope"], "operator.read operator.write");
     assert!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap() == 300);
 }
+
+/// `[openclaw] people`: `check` warns that, by default, people the config does not name cannot use the
+/// gateway's WebSocket, and says what `provision` will do instead; `openclaw-config` lists the
+/// provisioning identity.
+#[test]
+fn check_warns_about_unnamed_people_and_shows_provisioning() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[upstream]\nurl = \"http://127.0.0.1:18789\"\nprofile = \"openclaw\"\n[trusted_proxy]\npeers = [\"10.0.0.0/8\"]\nuser_header = \"x-forwarded-user\"\n[[grants]]\ngroups = [\"ops\"]\nscopes = [\"operator.write\"]\n";
+    let run = |args: &[&str], toml: &str, name: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, toml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_scopegate"))
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = run(&["check"], base, "listed.toml");
+    assert!(
+        listed.contains("warning: [openclaw] people = \"listed\"")
+            && listed.contains("cannot use the gateway's WebSocket"),
+        "{listed}"
+    );
+    let toml = format!("{base}[openclaw]\npeople = \"provision\"\nprovision_limit = 50\n");
+    let provision = run(&["check"], &toml, "provision.toml");
+    assert!(!provision.contains("warning: [openclaw]"), "{provision}");
+    assert!(
+        provision.contains("people     provision") && provision.contains("at most 50"),
+        "{provision}"
+    );
+    let block = run(&["openclaw-config"], &toml, "provision.toml");
+    assert!(block.contains("\"scopegate-provisioner\": ["), "{block}");
+    assert!(
+        !block.contains("\"scopegate\": ["),
+        "no shared identity: {block}"
+    );
+}

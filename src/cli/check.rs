@@ -27,6 +27,36 @@ pub(super) fn check(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `[openclaw] people` as `check` shows it: who the gateway sees, and the warning `listed` needs when
+/// some identity source can admit people the config does not name.
+fn people_lines(snap: &Snapshot, oc: &crate::upstream::openclaw::OpenClawProfile) -> String {
+    use crate::config::People;
+    let cfg = &snap.config;
+    let open_sources = cfg.jwt.is_some()
+        || cfg.tailscale.is_some()
+        || cfg.trusted_proxy.is_some()
+        || cfg.grants.iter().any(|g| !g.groups.is_empty());
+    match oc.people {
+        People::Listed => {
+            let mut s = "people     listed: each person is their own gateway identity (their subject)".to_string();
+            if open_sources {
+                s.push_str("\nwarning: [openclaw] people = \"listed\": people the config does not name (JWT subjects, group members, Tailscale and trusted-proxy users) cannot use the gateway's WebSocket — the gateway's identityScopes lists only named people, so scopegate refuses their WebSocket with 403; name them in [openclaw] users or set people = \"provision\"");
+            }
+            s
+        }
+        People::Provision => format!(
+            "people     provision: each person is their own gateway identity; scopegate signs in as {:?} and adds new people to the gateway's identityScopes (config.patch) before their first WebSocket, at most {}; named people are checked at startup: {}",
+            oc.provision_user,
+            oc.provision_limit,
+            if oc.listed().is_empty() { "none".to_string() } else { oc.listed().join(", ") }
+        ),
+        People::Shared => format!(
+            "people     shared: everyone the config does not name reaches the gateway as {:?} (one profile, one set of sessions)",
+            oc.shared_user
+        ),
+    }
+}
+
 /// What is valid but probably not what the operator meant.
 fn warnings(cfg: &crate::config::Config) -> Vec<String> {
     let mut out = Vec::new();
@@ -154,6 +184,15 @@ fn policy_table(snap: &Snapshot) -> String {
             t.user_header,
             t.groups_header.as_ref().map(|h| h.as_str()).unwrap_or("-")
         );
+        if let Some(a) = &t.assertion {
+            let _ = writeln!(
+                out,
+                "                  signed assertion required: {} (issuer {}, audience {}); user and groups from it",
+                a.header,
+                a.jwt.issuer,
+                a.jwt.audience.join(",")
+            );
+        }
     }
     if let Some(o) = &cfg.oidc {
         let _ = writeln!(
@@ -236,6 +275,7 @@ fn policy_table(snap: &Snapshot) -> String {
             oc.gateway_identities().join(", "),
             oc.local_client_ip
         );
+        let _ = writeln!(out, "{}", people_lines(snap, oc));
     }
     out
 }

@@ -165,6 +165,9 @@ fn explanation_text(e: &Explanation) -> String {
             if let Some(u) = &c.gateway_user {
                 let _ = writeln!(out, "gateway    user {u}");
             }
+            if let Some(why) = &c.gateway_user_reason {
+                let _ = writeln!(out, "           {why}");
+            }
         }
         None => {
             let _ = writeln!(out, "identity   none");
@@ -253,7 +256,10 @@ mod tests {
                 effective: vec!["operator.read".into(), "operator.sessions.read".into()],
                 ignored_scopes: vec![],
                 expires_at: None,
-                gateway_user: Some("scopegate".into()),
+                gateway_user: Some("viewer".into()),
+                gateway_user_reason: Some(
+                    "the gateway sees \"viewer\" over HTTP; its WebSocket is refused".into(),
+                ),
             }),
             client_ip: None,
             seen: vec![],
@@ -267,7 +273,8 @@ mod tests {
             explanation_text(&e),
             "identity   viewer via jwt\n\
              groups     ops viewers\n\
-             gateway    user scopegate\n\
+             gateway    user viewer\n\
+             \x20          the gateway sees \"viewer\" over HTTP; its WebSocket is refused\n\
              request    POST /v1/responses\n\
              route      POST /v1/responses\n\
              required   operator.write\n\

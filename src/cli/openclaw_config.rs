@@ -16,9 +16,23 @@ pub(super) fn openclaw_config(path: &Path) -> ExitCode {
         return ExitCode::from(1);
     }
     let block = crate::upstream::openclaw::gateway_config_block(&cfg, None);
+    let oc = &cfg.openclaw;
+    let people = match oc.people {
+        crate::config::People::Listed => "// people = \"listed\": identityScopes lists the people scopegate's config names; anyone else\n// reaches the gateway's HTTP surface but scopegate refuses their WebSocket (403).".to_string(),
+        crate::config::People::Provision => format!(
+            "// people = \"provision\": scopegate signs in as {:?} (listed below with every scope; give it a\n// role whose scopes include operator.admin if gateway.roles is set) and adds each new person to\n// identityScopes with config.patch before their first WebSocket, at most {} people.",
+            oc.provision_user, oc.provision_limit
+        ),
+        crate::config::People::Shared => format!(
+            "// people = \"shared\": everyone the config does not name reaches the gateway as {:?}.",
+            oc.shared_user
+        ),
+    };
     let mut why = String::from(
         "// The OpenClaw gateway settings that make it trust scopegate (merge into openclaw.json).\n// The gateway must not also have a shared token: trusted-proxy and a token cannot be combined.\n",
     );
+    why.push_str(&people);
+    why.push('\n');
     if !cfg.server.allowed_origins.is_empty() {
         why.push_str("// controlUi.allowedOrigins: scopegate's public origins ([server] allowed_origins); without them the\n// Control UI shows \"origin not allowed\".\n");
     }

@@ -189,6 +189,17 @@ pub struct TrustedProxyConfig {
     pub peers: Vec<PeerMatch>,
     pub user_header: HeaderName,
     pub groups_header: Option<HeaderName>,
+    /// Required: the proxy's signed identity assertion, and how to verify it.
+    pub assertion: Option<ProxyAssertionConfig>,
+}
+
+/// `[trusted_proxy] assertion_header` + `[trusted_proxy.assertion]`: the front proxy signs who it
+/// authenticated (Cloudflare Access, Pomerium, any issuer with a JWKS), and only a verified assertion
+/// names the user and groups.
+#[derive(Debug, Clone)]
+pub struct ProxyAssertionConfig {
+    pub header: HeaderName,
+    pub jwt: JwtConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -266,6 +277,34 @@ pub struct OpenClawConfig {
     pub in_band_auth: bool,
     /// How long a client may take to send its `connect` frame.
     pub connect_timeout: Duration,
+    /// How people the config does not name reach the gateway's WebSocket grant.
+    pub people: People,
+    /// The admin identity scopegate presents to the gateway to provision people (`people = "provision"`).
+    pub provision_user: String,
+    /// At most this many people are added to the gateway's `identityScopes`, so that a flood of new
+    /// subjects cannot grow the gateway's config without limit.
+    pub provision_limit: usize,
+}
+
+/// `[openclaw] people` (contract §4): how people the config does not name reach the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum People {
+    /// Only people `openclaw-config` lists reach the gateway's WebSocket; others are refused there.
+    Listed,
+    /// scopegate adds each person to the gateway's `identityScopes` before their first WebSocket.
+    Provision,
+    /// Everyone unnamed is one shared gateway identity (the old behaviour; explicit only).
+    Shared,
+}
+
+impl People {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            People::Listed => "listed",
+            People::Provision => "provision",
+            People::Shared => "shared",
+        }
+    }
 }
 
 /// `[oidc]`: browser sign-in with the authorization code flow and PKCE, sessions in sealed cookies.

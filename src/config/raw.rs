@@ -136,6 +136,10 @@ pub struct RawTrustedProxy {
     pub peers: Spanned<Vec<PeerMatch>>,
     pub user_header: HeaderNameValue,
     pub groups_header: Option<HeaderNameValue>,
+    /// The header the front proxy puts its signed identity in (`Cf-Access-Jwt-Assertion`, …).
+    pub assertion_header: Option<HeaderNameValue>,
+    /// How that assertion is verified: the `[jwt]` table's keys.
+    pub assertion: Option<Spanned<RawJwt>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,7 +196,7 @@ pub struct RawAssertion {
     pub reuse: Option<Spanned<Dur>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawOpenClaw {
     pub user_header: Option<HeaderNameValue>,
@@ -202,6 +206,9 @@ pub struct RawOpenClaw {
     pub local_client_ip: Option<Spanned<String>>,
     pub in_band_auth: Option<bool>,
     pub connect_timeout: Option<Dur>,
+    pub people: Option<Spanned<String>>,
+    pub provision_user: Option<String>,
+    pub provision_limit: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

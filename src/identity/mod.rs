@@ -262,11 +262,21 @@ impl Sources {
             Ok(Bearer::None) => return self.session(facts),
             Ok(Bearer::Token(t)) => t,
         };
-        let identity = match self.api_tokens.lookup(token) {
-            Some(id) => Ok(id),
-            None => match self.jwt.as_ref()?.cached(token, jwt::unix_now())? {
-                Ok(id) => Ok(id),
-                Err(e) => Err(e.refusal()),
+        // A JWT verified before is taken from the cache first: it was checked against the API
+        // tokens when it was first seen, and skipping the API tokens' SHA-256 here keeps a JWT's
+        // cost the same whether or not API tokens are configured.
+        let cached = self
+            .jwt
+            .as_ref()
+            .and_then(|j| j.cached(token, jwt::unix_now()));
+        let identity = match cached {
+            Some(Ok(id)) => Ok(id),
+            cached => match self.api_tokens.lookup(token) {
+                Some(id) => Ok(id),
+                None => match cached? {
+                    Ok(id) => Ok(id),
+                    Err(e) => Err(e.refusal()),
+                },
             },
         };
         Some(identity.map(|identity| Identified {
@@ -306,7 +316,7 @@ impl Sources {
             None => tailscale::TailscaleOutcome::NotPresent,
         };
         let tp = match &self.trusted_proxy {
-            Some(t) => t.identify(facts)?,
+            Some(t) => t.identify(facts).await?,
             None => None,
         };
         let (ts_identity, ts_reason) = match ts {

@@ -486,7 +486,7 @@ fn answered<L>(ctx: &Context, resp: Response<ResponseBody>) -> Response<Either<L
     let bytes = match &mut body {
         ResponseBody::Full(b) => b.take().unwrap_or_default(),
         // Only `forward` makes upstream bodies, and it does not run here.
-        ResponseBody::Upstream { .. } => Bytes::new(),
+        ResponseBody::Upstream { .. } | ResponseBody::Watched(_) => Bytes::new(),
     };
     Response::from_parts(parts, Either::Right(Full::new(bytes)))
 }

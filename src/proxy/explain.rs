@@ -47,6 +47,8 @@ pub(crate) struct Caller {
     pub expires_at: Option<u64>,
     /// The identity the OpenClaw gateway is told (openclaw profile only).
     pub gateway_user: Option<String>,
+    /// Why it is that identity, and whether its WebSocket is forwarded (`[openclaw] people`).
+    pub gateway_user_reason: Option<String>,
 }
 
 /// The live decision for one request, with the reasons the live refusal (or audit line) carries.
@@ -108,6 +110,10 @@ impl Explanation {
                 .openclaw
                 .as_ref()
                 .map(|oc| oc.gateway_user(&id.subject).to_string()),
+            gateway_user_reason: snap
+                .openclaw
+                .as_ref()
+                .map(|oc| oc.gateway_user_reason(&id.subject)),
         });
         // Identity reasons: the same explanation a decision would carry, without the route's.
         let reasons = match identity {
@@ -205,6 +211,7 @@ impl Serialize for Explanation {
             effective: caller.map_or(&[], |c| &c.effective),
             expires_at: caller.and_then(|c| c.expires_at),
             gateway_user: caller.and_then(|c| c.gateway_user.as_deref()),
+            gateway_user_reason: caller.and_then(|c| c.gateway_user_reason.as_deref()),
             granted: caller.map_or(&[], |c| &c.granted),
             groups: caller.map(|c| c.groups.as_slice()),
             ignored_scopes: caller.map_or(&[], |c| &c.ignored_scopes),
@@ -237,6 +244,8 @@ struct ExplanationJson<'a> {
     expires_at: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     gateway_user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gateway_user_reason: Option<&'a str>,
     granted: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     groups: Option<&'a [String]>,
@@ -457,7 +466,11 @@ mod tests {
         let c = e.caller.as_ref().unwrap();
         assert_eq!(c.granted, ["operator.read", "operator.write"]);
         assert_eq!(c.ignored_scopes, ["operator.bogus"]);
-        assert_eq!(c.gateway_user.as_deref(), Some("scopegate"));
+        assert_eq!(
+            c.gateway_user.as_deref(),
+            Some("dev"),
+            "the person, not a shared name"
+        );
         let d = e.decision.as_ref().unwrap();
         assert!(d.allowed());
         assert_eq!(d.route, "POST /v1/responses");
@@ -472,7 +485,13 @@ mod tests {
         assert_eq!(v["groups"], json!(["ops"]));
         assert_eq!(v["ignored_scopes"], json!(["operator.bogus"]));
         assert_eq!(v["expires_at"], 2_000_000_000u64);
-        assert_eq!(v["gateway_user"], "scopegate");
+        assert_eq!(v["gateway_user"], "dev");
+        assert!(
+            v["gateway_user_reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("WebSocket is refused")),
+            "{v}"
+        );
         assert_eq!(
             v["seen"],
             json!([{"method": "trusted_proxy", "subject": "carol"}])

@@ -104,10 +104,21 @@ async fn dispatch(
     parts
         .headers
         .insert(crate::header_names::X_REQUEST_ID, ctx.request_id.clone());
-    Ok(Response::from_parts(
-        parts,
-        ResponseBody::upstream(body, cfg.server.idle_timeout, lease),
-    ))
+    let mut body = ResponseBody::upstream(body, cfg.server.idle_timeout, lease);
+    // A stream of events outlives its request like a WebSocket does: it ends with its credential.
+    // An event stream has no length; a body of known length (most answers) skips the header lookup.
+    if body.size_hint().exact().is_none() && is_event_stream(&parts.headers) {
+        if let Some((registration, revoked)) = super::revoke::register(&worker.shared, ctx) {
+            body = body.watched(registration, revoked);
+        }
+    }
+    Ok(Response::from_parts(parts, body))
+}
+
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 async fn forward_websocket(
@@ -116,6 +127,8 @@ async fn forward_websocket(
     ctx: &mut Context,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Refusal> {
+    // A person the gateway would admit with no scopes is refused (or provisioned) before it is asked.
+    super::people::admit_websocket(&worker.shared, ctx).await?;
     let snap = &ctx.snap;
     let on_client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, _body) = req.into_parts();
@@ -167,12 +180,17 @@ async fn forward_websocket(
         .header("x-request-id", ctx.request_id.clone());
     let idle = snap.config.server.websocket_idle_timeout;
     let stop = worker.shared.stop.clone();
-    let deadline = session_deadline(ctx);
     let request_id = ctx.request_id.clone();
+    // Registered once, here: the session ends when its credential does (`revoke`).
+    let session = super::revoke::register(&worker.shared, ctx);
     let relaying = async move {
+        let (_registration, revoked) = match session {
+            Some((reg, rx)) => (Some(reg), Some(rx)),
+            None => (None, None),
+        };
         match tokio::join!(on_client_upgrade, on_upstream_upgrade) {
             (Ok(c), Ok(u)) => {
-                let end = crate::upstream::websocket::relay_until(c, u, idle, stop, deadline).await;
+                let end = crate::upstream::websocket::relay(c, u, idle, stop, revoked).await;
                 tracing::debug!(request_id = ?request_id, end = ?end, "websocket closed");
             }
             (c, u) => {
@@ -192,17 +210,4 @@ async fn forward_websocket(
             "cannot build the upgrade response",
         )
     })
-}
-
-/// When the signed-in session that opened this WebSocket ends, as a clock deadline (sessions only: a
-/// bearer JWT's WebSocket keeps the behaviour it had).
-fn session_deadline(ctx: &Context) -> Option<tokio::time::Instant> {
-    let identity = ctx.identified.identity.as_ref()?;
-    if identity.method != crate::identity::AuthMethod::Oidc {
-        return None;
-    }
-    let left = identity
-        .expires_at?
-        .saturating_sub(crate::identity::jwt::unix_now());
-    Some(tokio::time::Instant::now() + std::time::Duration::from_secs(left))
 }

@@ -74,6 +74,7 @@ pub fn accept(
         origin,
         user_agent,
         stop: shared.stop.clone(),
+        shared: shared.clone(),
         waiting: Some(waiting),
         ctx: ctx.clone(),
     };
@@ -115,6 +116,7 @@ struct Session {
     origin: Option<HeaderValue>,
     user_agent: Option<HeaderValue>,
     stop: tokio_util::sync::CancellationToken,
+    shared: Arc<Shared>,
     /// This socket's place in the unauthenticated-WebSocket count, released once it authenticates.
     waiting: Option<crate::limits::WebsocketGuard>,
     /// The upgrade request's context; the in-band credential's identity and decision go into it.
@@ -195,6 +197,30 @@ impl Session {
         if let Some(params) = frame.get_mut("params").and_then(Value::as_object_mut) {
             params.remove("auth");
             params.remove("device");
+        }
+        // A person the gateway would admit with no scopes is refused (or provisioned) first.
+        if let Err(refusal) = super::people::admit_websocket(&self.shared, &self.ctx).await {
+            let close = if refusal.kind == RefusalKind::ServiceUnavailable {
+                CloseCode::Again
+            } else {
+                CloseCode::Policy
+            };
+            let code = if refusal.kind == RefusalKind::ServiceUnavailable {
+                "UNAVAILABLE"
+            } else {
+                "FORBIDDEN"
+            };
+            self.refuse(
+                &mut ws,
+                Some(&connect_id),
+                WsRefusal {
+                    code,
+                    close,
+                    refusal,
+                },
+            )
+            .await;
+            return;
         }
         let upstream = match self.open_upstream().await {
             Ok(u) => u,
@@ -412,12 +438,23 @@ impl Session {
         }
         let idle = self.ctx.snap.config.server.websocket_idle_timeout;
         let mut hello_checked = false;
+        // The session ends when its credential does (`revoke`).
+        let (_registration, mut revoked) = match super::revoke::register(&self.shared, &self.ctx) {
+            Some((reg, rx)) => (Some(reg), Some(rx)),
+            None => (None, None),
+        };
         loop {
             let step = tokio::select! {
                 m = client.next() => Dir::Up(m),
                 m = upstream.next() => Dir::Down(m),
                 _ = tokio::time::sleep(idle) => Dir::Idle,
                 _ = self.stop.cancelled() => Dir::Stop,
+                why = async {
+                    match revoked.as_mut() {
+                        Some(rx) => rx.await.ok(),
+                        None => std::future::pending().await,
+                    }
+                } => Dir::Revoked(why),
             };
             match step {
                 Dir::Up(Some(Ok(msg))) => {
@@ -452,6 +489,13 @@ impl Session {
                 }
                 Dir::Stop => {
                     close(&mut client, CloseCode::Away, "scopegate is shutting down").await;
+                    let _ = upstream.close(None).await;
+                    break;
+                }
+                // The registry let go of the sender: nothing can revoke this session any more.
+                Dir::Revoked(None) => revoked = None,
+                Dir::Revoked(Some(why)) => {
+                    close(&mut client, CloseCode::Policy, &why.reason).await;
                     let _ = upstream.close(None).await;
                     break;
                 }
@@ -580,4 +624,5 @@ enum Dir {
     Down(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
     Idle,
     Stop,
+    Revoked(Option<crate::sessions::Revocation>),
 }

@@ -31,9 +31,11 @@ pub(crate) mod identify;
 pub(crate) mod in_band;
 pub(crate) mod inject;
 pub(crate) mod limits;
+pub(crate) mod people;
 pub(crate) mod phase;
 pub(crate) mod public_keys;
 pub(crate) mod recycle;
+pub(crate) mod revoke;
 pub(crate) mod sign_in;
 #[cfg(test)]
 mod testing;

@@ -205,6 +205,9 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
                     }
                 }
                 reload::spawn_file_watch(shared.clone());
+                // One expiry timer for every live session, and the gateway's people writer.
+                tokio::spawn(crate::proxy::revoke::run_expiry(shared.clone()));
+                tokio::spawn(crate::proxy::people::run_writer(shared.clone()));
                 let _ = stop_rx.await;
             });
         })

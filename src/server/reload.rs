@@ -1,6 +1,8 @@
 //! Hot reload: SIGHUP or a change to the config file (or a file it names: keys, certificates) reloads
 //! atomically. A config that fails validation is refused with a log line and a metric; the old one keeps
-//! serving. In-flight requests and open streams keep the snapshot they started with.
+//! serving. In-flight requests and open streams keep the snapshot they started with, and every live
+//! WebSocket is judged again under the new one: one whose credential, peer trust or scopes the new
+//! config withdraws is closed (`proxy::revoke`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +26,8 @@ pub async fn reload_from_file(shared: &Arc<Shared>) -> Result<u64, String> {
     };
     match &result {
         Ok(generation) => {
+            crate::proxy::revoke::redecide(shared);
+            crate::proxy::people::preprovision_named(shared);
             crate::metrics::reload("ok");
             tracing::info!(generation, "configuration reloaded");
         }

@@ -215,6 +215,16 @@ pub enum ResponseBody {
         /// The pooled connection this body came on: reused only if the body was read to the end.
         lease: Option<crate::upstream::pool::Lease>,
     },
+    /// A stream (server-sent events) that ends when its session is revoked (`crate::sessions`). Boxed,
+    /// so that the common variants stay as small as they were.
+    Watched(Box<Watched>),
+}
+
+/// A revocable stream: the body, its registration and the revocation it waits for.
+pub struct Watched {
+    body: ResponseBody,
+    revoked: Option<crate::sessions::Revoked>,
+    _registration: crate::sessions::Registration,
 }
 
 impl Drop for ResponseBody {
@@ -237,6 +247,19 @@ impl ResponseBody {
 
     pub fn empty() -> ResponseBody {
         ResponseBody::Full(None)
+    }
+
+    /// `self`, ended (cleanly, as a stream whose server went away) once `revoked` fires.
+    pub fn watched(
+        self,
+        registration: crate::sessions::Registration,
+        revoked: crate::sessions::Revoked,
+    ) -> ResponseBody {
+        ResponseBody::Watched(Box::new(Watched {
+            body: self,
+            revoked: Some(revoked),
+            _registration: registration,
+        }))
     }
 
     pub fn upstream(
@@ -287,6 +310,18 @@ impl Body for ResponseBody {
                 }
                 Poll::Ready(None) => Poll::Ready(None),
             },
+            ResponseBody::Watched(w) => {
+                if let Some(rx) = w.revoked.as_mut() {
+                    match Pin::new(rx).poll(cx) {
+                        // The end of the stream: the client sees the server finish, and the upstream
+                        // connection, not read to its end, is closed rather than pooled.
+                        Poll::Ready(Ok(_)) => return Poll::Ready(None),
+                        Poll::Ready(Err(_)) => w.revoked = None,
+                        Poll::Pending => {}
+                    }
+                }
+                Pin::new(&mut w.body).poll_frame(cx)
+            }
         }
     }
 
@@ -294,6 +329,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(b) => b.is_none(),
             ResponseBody::Upstream { inner, .. } => inner.is_end_stream(),
+            ResponseBody::Watched(w) => w.body.is_end_stream(),
         }
     }
 
@@ -302,6 +338,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ResponseBody::Full(None) => SizeHint::with_exact(0),
             ResponseBody::Upstream { inner, .. } => inner.size_hint(),
+            ResponseBody::Watched(w) => w.body.size_hint(),
         }
     }
 }

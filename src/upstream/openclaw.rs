@@ -12,11 +12,14 @@
 //!   `identityScopes[user]`, which is why the list is expanded and why `scopegate openclaw-config`
 //!   grants every identity it names the whole catalogue (scopegate is the authority; the header caps).
 //!
-//! Identities the gateway config does not name (any JWT subject, anyone in a group) are presented as
-//! one shared identity, `shared_user`, which `openclaw-config` also lists; the real subject still
-//! travels in the signed assertion and the audit log. Subjects scopegate's own config names — `[[grants]]`
-//! subjects, API-token subjects, `[openclaw] users` — keep their own name, so the gateway can attribute
-//! their sessions per user.
+//! Every person is presented as themselves: the user header carries the identity's subject — the
+//! stable identifier each source verifies (a JWT's `sub`, an API token's configured subject, a Tailscale
+//! login, the trusted proxy's user) and the name grants match — so the gateway keeps one profile,
+//! one set of sessions and one role per person. The gateway's WebSocket grant names people literally,
+//! so `[openclaw] people` decides what happens to a person its `identityScopes` does not list
+//! ([`Listing`]): refused by scopegate on the WebSocket (`listed`, the default), added to
+//! `identityScopes` first (`provision`, see `provision`), or folded into one shared identity
+//! (`shared`, the old behaviour, explicit only).
 //!
 //! The gateway's HTTP surface as a default route table is data in the floor,
 //! `values::OPENCLAW_ROUTES`.
@@ -29,16 +32,22 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::header_names::{X_FORWARDED_FOR, X_OPENCLAW_SCOPES};
 
-use crate::config::Config;
+use crate::config::{Config, People};
 
+pub(crate) mod admin_rpc;
 pub(crate) mod inband;
 pub(crate) mod preauth;
+pub(crate) mod provision;
 
 /// The profile's compiled settings for one snapshot.
 #[derive(Debug, Clone)]
 pub struct OpenClawProfile {
     pub user_header: HeaderName,
     pub shared_user: String,
+    pub people: People,
+    /// The admin identity scopegate presents when it provisions people.
+    pub provision_user: String,
+    pub provision_limit: usize,
     known: HashSet<String>,
     known_sorted: Vec<String>,
     pub local_client_ip: IpAddr,
@@ -48,7 +57,22 @@ pub struct OpenClawProfile {
     pub connect_timeout: Duration,
 }
 
-fn key(s: &str) -> String {
+/// How the gateway's WebSocket grant reaches one person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Named in scopegate's config, so `openclaw-config` lists them in `identityScopes`.
+    Listed,
+    /// Presented as the shared identity (`people = "shared"`).
+    Shared,
+    /// Not listed; scopegate adds them to `identityScopes` before their first WebSocket.
+    Provisioned,
+    /// Not listed (`people = "listed"`): the gateway would admit their WebSocket with no scopes, so
+    /// scopegate refuses it. HTTP is unaffected (the gateway reads no `identityScopes` there).
+    Unlisted,
+}
+
+/// The `identityScopes` key of a name: emails match case-insensitively at the gateway.
+pub fn identity_key(s: &str) -> String {
     if s.contains('@') {
         s.to_ascii_lowercase()
     } else {
@@ -68,7 +92,9 @@ impl OpenClawProfile {
         let mut known = HashSet::new();
         let mut known_sorted = Vec::new();
         for n in names {
-            if n != oc.shared_user && known.insert(key(&n)) {
+            let reserved = (oc.people == People::Shared && n == oc.shared_user)
+                || (oc.people == People::Provision && n == oc.provision_user);
+            if !reserved && known.insert(identity_key(&n)) {
                 known_sorted.push(n);
             }
         }
@@ -76,6 +102,9 @@ impl OpenClawProfile {
         OpenClawProfile {
             user_header: oc.user_header.clone(),
             shared_user: oc.shared_user.clone(),
+            people: oc.people,
+            provision_user: oc.provision_user.clone(),
+            provision_limit: oc.provision_limit,
             known,
             known_sorted,
             local_client_ip: oc.local_client_ip,
@@ -86,20 +115,65 @@ impl OpenClawProfile {
         }
     }
 
-    /// The identity the gateway sees: the subject when the gateway config names it, else the shared one.
-    pub fn gateway_user<'a>(&'a self, subject: &'a str) -> &'a str {
-        if self.known.contains(subject)
+    fn is_listed(&self, subject: &str) -> bool {
+        self.known.contains(subject)
             || (subject.contains('@') && self.known.contains(&subject.to_ascii_lowercase()))
-        {
-            subject
-        } else {
-            &self.shared_user
+    }
+
+    /// How the gateway's WebSocket grant reaches `subject`.
+    pub fn listing(&self, subject: &str) -> Listing {
+        if self.is_listed(subject) {
+            return Listing::Listed;
+        }
+        match self.people {
+            People::Listed => Listing::Unlisted,
+            People::Provision => Listing::Provisioned,
+            People::Shared => Listing::Shared,
         }
     }
 
-    /// Every identity `openclaw-config` must list in `identityScopes`, the shared one first.
+    /// The identity the gateway sees: the subject itself, unless `people = "shared"` folds an
+    /// unnamed subject into the shared identity.
+    pub fn gateway_user<'a>(&'a self, subject: &'a str) -> &'a str {
+        match self.listing(subject) {
+            Listing::Shared => &self.shared_user,
+            _ => subject,
+        }
+    }
+
+    /// Why `subject` reaches the gateway as [`Self::gateway_user`], in one sentence (whoami, explain).
+    pub fn gateway_user_reason(&self, subject: &str) -> String {
+        let user = self.gateway_user(subject);
+        match self.listing(subject) {
+            Listing::Listed => format!(
+                "the gateway sees {user:?}: scopegate's config names this subject, so `openclaw-config` lists it in identityScopes"
+            ),
+            Listing::Shared => format!(
+                "the gateway sees the shared identity {user:?}: the config does not name this subject and [openclaw] people = \"shared\""
+            ),
+            Listing::Provisioned => format!(
+                "the gateway sees {user:?}: [openclaw] people = \"provision\", so scopegate adds it to the gateway's identityScopes before its first WebSocket"
+            ),
+            Listing::Unlisted => format!(
+                "the gateway sees {user:?} over HTTP; its WebSocket is refused: the gateway's identityScopes does not list this subject and [openclaw] people = \"listed\""
+            ),
+        }
+    }
+
+    /// People scopegate's config names (they are listed in `identityScopes` by `openclaw-config`).
+    pub fn listed(&self) -> &[String] {
+        &self.known_sorted
+    }
+
+    /// Every identity `openclaw-config` must list in `identityScopes`: the shared one first (shared
+    /// mode), the provisioning admin (provision mode), then the people the config names.
     pub fn gateway_identities(&self) -> Vec<String> {
-        let mut out = vec![self.shared_user.clone()];
+        let mut out = Vec::new();
+        match self.people {
+            People::Shared => out.push(self.shared_user.clone()),
+            People::Provision => out.push(self.provision_user.clone()),
+            People::Listed => {}
+        }
         out.extend(self.known_sorted.iter().cloned());
         out
     }
@@ -242,6 +316,16 @@ users = ["bob"]
         .unwrap()
     }
 
+    fn with_people(people: &str) -> OpenClawProfile {
+        let mut c = cfg();
+        c.openclaw.people = match people {
+            "shared" => People::Shared,
+            "provision" => People::Provision,
+            _ => People::Listed,
+        };
+        OpenClawProfile::new(&c)
+    }
+
     #[test]
     fn sign_in_adds_origins_and_device_auto_approval_without_admin() {
         let plain = gateway_config_block(&cfg(), None);
@@ -284,12 +368,28 @@ cookie_keys_env = "SG_TEST_OC_KEYS"
     }
 
     #[test]
-    fn named_subjects_keep_their_name_others_share_one() {
-        let p = OpenClawProfile::new(&cfg());
-        assert_eq!(p.gateway_user("ci-bot"), "ci-bot");
-        assert_eq!(p.gateway_user("alice@example.com"), "alice@example.com");
-        assert_eq!(p.gateway_user("bob"), "bob");
+    fn everyone_is_themselves_unless_shared_is_asked_for() {
+        let p = with_people("listed");
+        for who in ["ci-bot", "alice@example.com", "bob", "mallory"] {
+            assert_eq!(p.gateway_user(who), who);
+        }
+        assert_eq!(p.listing("ALICE@example.com"), Listing::Listed);
+        assert_eq!(p.listing("mallory"), Listing::Unlisted);
+        assert!(p
+            .gateway_user_reason("mallory")
+            .contains("WebSocket is refused"));
+        assert_eq!(
+            p.gateway_identities(),
+            vec!["Alice@Example.com", "bob", "ci-bot"]
+        );
+        let p = with_people("provision");
+        assert_eq!(p.gateway_user("mallory"), "mallory");
+        assert_eq!(p.listing("mallory"), Listing::Provisioned);
+        assert_eq!(p.listing("bob"), Listing::Listed);
+        assert_eq!(p.gateway_identities()[0], "scopegate-provisioner");
+        let p = with_people("shared");
         assert_eq!(p.gateway_user("mallory"), "scopegate");
+        assert_eq!(p.gateway_user("bob"), "bob");
         assert_eq!(
             p.gateway_identities(),
             vec!["scopegate", "Alice@Example.com", "bob", "ci-bot"]
@@ -327,8 +427,8 @@ cookie_keys_env = "SG_TEST_OC_KEYS"
         let ids = block["gateway"]["auth"]["identityScopes"]
             .as_object()
             .unwrap();
-        assert_eq!(ids.len(), 4);
-        assert_eq!(ids["scopegate"].as_array().unwrap().len(), 10);
+        assert_eq!(ids.len(), 3);
+        assert_eq!(ids["bob"].as_array().unwrap().len(), 10);
         assert_eq!(
             block["gateway"]["auth"]["trustedProxy"]["userHeader"],
             "x-forwarded-user"

@@ -5,6 +5,15 @@
 //! buffer at all (a 16 KiB heap copy exists only while the other side is not accepting data, which is
 //! also what gives backpressure). Other transports (TLS, unix sockets) use a small-buffer copy. There is
 //! no total-duration timeout, only an idle one; a half-close on one side is passed on to the other.
+//!
+//! A relay also ends when its session is revoked (`crate::sessions`): the client is sent a close frame
+//! with 1008 (policy violation) and the reason, and both sockets are closed. The relay moves bytes, not
+//! frames, so on the TCP path it follows the server's frame headers (`frames`) and writes the close
+//! frame only at a boundary — if a frame is in flight, the connection is closed without one. The
+//! small-buffer path (TLS, unix sockets) writes it after what it has relayed, which on an idle socket —
+//! the usual state of a session whose credential ends — is a boundary.
+
+mod frames;
 
 use std::io::{self, ErrorKind};
 use std::time::Duration;
@@ -17,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::sessions::{Revocation, Revoked};
 use crate::stream::{ServerIo, Stream};
 
 /// How a relay ended.
@@ -26,9 +36,27 @@ pub enum RelayEnd {
     Idle,
     Shutdown,
     Error,
-    /// The credential the upgrade was let in with ended (a signed-in session's deadline).
-    CredentialEnded,
+    /// The session's credential ended; the client was sent a 1008 close frame.
+    Revoked(&'static str),
 }
+
+/// A server-to-client WebSocket close frame (RFC 6455 §5.5.1: unmasked, at most 125 bytes of payload).
+pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let reason = &reason.as_bytes()[..end];
+    let mut f = Vec::with_capacity(4 + reason.len());
+    f.push(0x88);
+    f.push((2 + reason.len()) as u8);
+    f.extend_from_slice(&code.to_be_bytes());
+    f.extend_from_slice(reason);
+    f
+}
+
+/// The close code for a revoked session: 1008, policy violation.
+pub const POLICY_VIOLATION: u16 = 1008;
 
 /// One side of a relay: a raw TCP socket (zero-buffer path) or any byte stream.
 enum Side {
@@ -133,41 +161,36 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
     }
 }
 
-/// Relays until both directions are done, the idle limit passes, or `stop` fires.
+/// Relays until both directions are done, the idle limit passes, `stop` fires or `revoked` says the
+/// session's credential ended.
 pub async fn relay(
     client: Upgraded,
     upstream: Upgraded,
     idle: Duration,
     stop: CancellationToken,
+    revoked: Option<Revoked>,
 ) -> RelayEnd {
     let _gauge = crate::metrics::GaugeGuard::websocket();
     match (client_side(client), upstream_side(upstream)) {
         (Side::Tcp(c, c_buf), Side::Tcp(u, u_buf)) => {
             count_relay("tcp");
-            relay_tcp(c, c_buf, u, u_buf, idle, stop).await
+            relay_tcp(c, c_buf, u, u_buf, idle, stop, revoked).await
         }
         (c, u) => {
             count_relay("stream");
-            relay_generic(c.into_rw(), u.into_rw(), idle, stop).await
+            relay_generic(c.into_rw(), u.into_rw(), idle, stop, revoked).await
         }
     }
 }
 
-/// [`relay`], cut when `deadline` passes: a WebSocket lives no longer than the credential that
-/// opened it. Dropping the relay closes both sockets.
-pub async fn relay_until(
-    client: Upgraded,
-    upstream: Upgraded,
-    idle: Duration,
-    stop: CancellationToken,
-    deadline: Option<tokio::time::Instant>,
-) -> RelayEnd {
-    let Some(deadline) = deadline else {
-        return relay(client, upstream, idle, stop).await;
-    };
-    tokio::select! {
-        end = relay(client, upstream, idle, stop) => end,
-        _ = tokio::time::sleep_until(deadline) => RelayEnd::CredentialEnded,
+/// Waits for a revocation; forever when there is none to wait for (or its sender went away).
+async fn revocation(revoked: &mut Option<Revoked>) -> Revocation {
+    match revoked {
+        Some(rx) => match rx.await {
+            Ok(r) => r,
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 
@@ -184,29 +207,44 @@ pub async fn relay_generic<A, B>(
     mut b: B,
     idle: Duration,
     stop: CancellationToken,
+    mut revoked: Option<Revoked>,
 ) -> RelayEnd
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let activity = ActivityIo::new();
-    let mut a = activity.wrap(&mut a);
-    let mut b = activity.wrap(&mut b);
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 4096, 4096);
-    tokio::pin!(copy);
-    let sleep = tokio::time::sleep(idle);
-    tokio::pin!(sleep);
-    loop {
-        tokio::select! {
-            r = &mut copy => return if r.is_ok() { RelayEnd::Closed } else { RelayEnd::Error },
-            _ = stop.cancelled() => return RelayEnd::Shutdown,
-            _ = &mut sleep => {
-                let last = activity.last();
-                if last.elapsed() >= idle {
-                    return RelayEnd::Idle;
+    let end = {
+        let mut ta = activity.wrap(&mut a);
+        let mut tb = activity.wrap(&mut b);
+        let copy = tokio::io::copy_bidirectional_with_sizes(&mut ta, &mut tb, 4096, 4096);
+        tokio::pin!(copy);
+        let sleep = tokio::time::sleep(idle);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                r = &mut copy => break if r.is_ok() { Ok(RelayEnd::Closed) } else { Ok(RelayEnd::Error) },
+                _ = stop.cancelled() => break Ok(RelayEnd::Shutdown),
+                why = revocation(&mut revoked) => break Err(why),
+                _ = &mut sleep => {
+                    let last = activity.last();
+                    if last.elapsed() >= idle {
+                        break Ok(RelayEnd::Idle);
+                    }
+                    sleep.as_mut().reset(last + idle);
                 }
-                sleep.as_mut().reset(last + idle);
             }
+        }
+    };
+    match end {
+        Ok(end) => end,
+        Err(why) => {
+            let _ = a
+                .write_all(&close_frame(POLICY_VIOLATION, &why.reason))
+                .await;
+            let _ = a.shutdown().await;
+            let _ = b.shutdown().await;
+            RelayEnd::Revoked(why.code)
         }
     }
 }
@@ -288,6 +326,8 @@ struct Direction {
     /// Bytes read but not yet accepted by the destination.
     pending: Option<(Vec<u8>, usize)>,
     done: bool,
+    /// Frame boundaries of what was read (the server-to-client direction of a revocable session).
+    frames: Option<frames::FrameCursor>,
 }
 
 const CHUNK: usize = 16 * 1024;
@@ -307,6 +347,9 @@ fn pump(src: &TcpStream, dst: &TcpStream, dir: &mut Direction) -> io::Result<boo
             }
             Ok(n) => {
                 moved = true;
+                if let Some(f) = dir.frames.as_mut() {
+                    f.advance(&buf[..n]);
+                }
                 let mut off = 0;
                 while off < n {
                     match dst.try_write(&buf[off..n]) {
@@ -348,6 +391,7 @@ async fn relay_tcp(
     upstream_early: Bytes,
     idle: Duration,
     stop: CancellationToken,
+    revoked: Option<Revoked>,
 ) -> RelayEnd {
     let mut client = client;
     let mut upstream = upstream;
@@ -358,6 +402,11 @@ async fn relay_tcp(
     if !upstream_early.is_empty() && client.write_all(&upstream_early).await.is_err() {
         return RelayEnd::Error;
     }
+    let down_frames = revoked.is_some().then(|| {
+        let mut f = frames::FrameCursor::default();
+        f.advance(&upstream_early);
+        f
+    });
     // Even when empty, these share hyper's read buffers (kilobytes each); holding them for the life of
     // an idle socket would cost more than the socket itself.
     drop(client_early);
@@ -366,14 +415,23 @@ async fn relay_tcp(
         client,
         upstream,
         up: Direction::default(),
-        down: Direction::default(),
+        down: Direction {
+            frames: down_frames,
+            ..Direction::default()
+        },
         idle,
         last: Instant::now(),
+        revoked,
+        why: None,
     };
     let sleep = tokio::time::sleep(idle);
     let cancelled = stop.cancelled();
     tokio::pin!(sleep, cancelled);
-    std::future::poll_fn(|cx| relay.poll(cx, sleep.as_mut(), cancelled.as_mut())).await
+    let end = std::future::poll_fn(|cx| relay.poll(cx, sleep.as_mut(), cancelled.as_mut())).await;
+    if let RelayEnd::Revoked(_) = end {
+        relay.close_revoked().await;
+    }
+    end
 }
 
 /// The state of a readiness relay between two TCP sockets.
@@ -391,6 +449,10 @@ struct TcpRelay {
     down: Direction,
     idle: Duration,
     last: Instant,
+    /// The session's revocation signal, if it can be revoked.
+    revoked: Option<Revoked>,
+    /// Why it was revoked, once it was.
+    why: Option<Revocation>,
 }
 
 /// Rounds of progress before the relay yields to other tasks on its worker.
@@ -407,6 +469,19 @@ impl TcpRelay {
         use std::task::Poll;
         if cancelled.poll(cx).is_ready() {
             return Poll::Ready(RelayEnd::Shutdown);
+        }
+        if let Some(rx) = self.revoked.as_mut() {
+            match std::pin::Pin::new(&mut *rx).poll(cx) {
+                Poll::Ready(Ok(why)) => {
+                    let code = why.code;
+                    self.revoked = None;
+                    self.why = Some(why);
+                    return Poll::Ready(RelayEnd::Revoked(code));
+                }
+                // The registry let go of the sender: nothing can revoke this session any more.
+                Poll::Ready(Err(_)) => self.revoked = None,
+                Poll::Pending => {}
+            }
         }
         for _ in 0..ROUNDS_PER_POLL {
             if self.up.finished() && self.down.finished() {
@@ -434,6 +509,25 @@ impl TcpRelay {
         // Still busy: let the worker's other tasks run, then carry on.
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+impl TcpRelay {
+    /// Tells the client why with a 1008 close frame, after any bytes still owed to it, and closes both.
+    async fn close_revoked(&mut self) {
+        let reason = self.why.take().map(|w| w.reason).unwrap_or_default();
+        if let Some((data, off)) = self.down.pending.take() {
+            let _ = self.client.write_all(&data[off..]).await;
+        }
+        // Between two of the server's frames only: inside one, the close frame would corrupt it.
+        if self.down.frames.as_ref().is_none_or(|f| f.at_boundary()) {
+            let _ = self
+                .client
+                .write_all(&close_frame(POLICY_VIOLATION, &reason))
+                .await;
+        }
+        let _ = self.client.shutdown().await;
+        let _ = self.upstream.shutdown().await;
     }
 }
 
@@ -497,6 +591,7 @@ mod tests {
     }
 
     struct Harness {
+        revoke: Option<tokio::sync::oneshot::Sender<Revocation>>,
         client: TcpStream,
         upstream: TcpStream,
         stop: CancellationToken,
@@ -507,6 +602,7 @@ mod tests {
         let (client, c_inner) = pair().await;
         let (upstream, u_inner) = pair().await;
         let stop = CancellationToken::new();
+        let (revoke_tx, revoke_rx) = tokio::sync::oneshot::channel();
         let relay = tokio::spawn(relay_tcp(
             c_inner,
             Bytes::from_static(client_early),
@@ -514,8 +610,10 @@ mod tests {
             Bytes::new(),
             idle,
             stop.clone(),
+            Some(revoke_rx),
         ));
         Harness {
+            revoke: Some(revoke_tx),
             client,
             upstream,
             stop,
@@ -648,6 +746,79 @@ mod tests {
         let mut rest = Vec::new();
         let _ = within("client closed", h.client.read_to_end(&mut rest)).await;
         assert!(rest.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_revoked_relay_sends_the_client_a_1008_close_frame_with_the_reason() {
+        let mut h = start(b"", Duration::from_secs(30)).await;
+        // Traffic first: the close frame comes after every byte already relayed.
+        h.upstream
+            .write_all(&[0x81, 0x02, b'h', b'i'])
+            .await
+            .unwrap();
+        let mut first = [0u8; 4];
+        within("frame", h.client.read_exact(&mut first))
+            .await
+            .unwrap();
+        h.revoke
+            .take()
+            .unwrap()
+            .send(Revocation {
+                code: "credential_expired",
+                reason: "the JWT expired".into(),
+            })
+            .unwrap();
+        assert_eq!(end(h.relay).await, RelayEnd::Revoked("credential_expired"));
+        let mut rest = Vec::new();
+        within("client closed", h.client.read_to_end(&mut rest))
+            .await
+            .unwrap();
+        assert_eq!(rest, close_frame(1008, "the JWT expired"));
+        assert_eq!(&rest[..4], &[0x88, 17, 0x03, 0xf0]);
+        let mut up = Vec::new();
+        within("upstream closed", h.upstream.read_to_end(&mut up))
+            .await
+            .unwrap();
+        assert!(up.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_session_revoked_inside_a_server_frame_is_closed_without_a_corrupting_close_frame() {
+        let mut h = start(b"", Duration::from_secs(30)).await;
+        // The first 4 bytes of a frame announcing 10 payload bytes.
+        h.upstream.write_all(&[0x82, 10, 1, 2]).await.unwrap();
+        let mut first = [0u8; 4];
+        within("partial frame", h.client.read_exact(&mut first))
+            .await
+            .unwrap();
+        h.revoke
+            .take()
+            .unwrap()
+            .send(Revocation {
+                code: "credential_expired",
+                reason: "the JWT expired".into(),
+            })
+            .unwrap();
+        assert_eq!(end(h.relay).await, RelayEnd::Revoked("credential_expired"));
+        let mut rest = Vec::new();
+        within("client closed", h.client.read_to_end(&mut rest))
+            .await
+            .unwrap();
+        assert!(
+            rest.is_empty(),
+            "nothing written inside the frame: {rest:?}"
+        );
+    }
+
+    #[test]
+    fn close_frames_fit_a_control_frame() {
+        let long = "é".repeat(100);
+        let f = close_frame(1008, &long);
+        assert!(f.len() - 2 <= 125);
+        assert!(
+            std::str::from_utf8(&f[4..]).is_ok(),
+            "cut on a char boundary"
+        );
     }
 
     #[tokio::test]

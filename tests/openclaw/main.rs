@@ -21,6 +21,7 @@ mod support;
 mod gateway;
 mod protocol;
 mod stub_model;
+mod team;
 
 use serde_json::{json, Value};
 use support::client::{bearer, get, send};
@@ -92,6 +93,10 @@ scopes = ["operator.write"]
 [[grants]]
 groups = ["ops"]
 scopes = ["operator.write"]
+
+[openclaw]
+# The people these scenarios connect as over the WebSocket: named, so the gateway lists them.
+users = ["ops@example.com", "carol", "mallory@example.com"]
 
 [assertion]
 key_file = "assertion.pem"
@@ -403,6 +408,24 @@ async fn scenario_2_cli_with_jwt_and_api_token(
     let j = gateway::json_in(&out);
     assert_eq!(j["error"]["code"], "UNAUTHORIZED", "{out}");
     assert_eq!(j["error"]["details"]["source"], "scopegate", "{out}");
+
+    // A valid JWT for someone the config does not name (`people = "listed"`): the gateway would give
+    // the session no scopes, so scopegate refuses the connect itself, in the gateway's shape, saying why.
+    let stranger = idp.token("stranger@example.com", &["operator.read"]);
+    let (ok, out) = run(a(&[
+        "gateway", "call", "status", "--params", "{}", "--url", &url, "--token", &stranger,
+        "--json",
+    ]))
+    .await;
+    assert!(!ok, "{out}");
+    let j = gateway::json_in(&out);
+    assert_eq!(j["error"]["code"], "FORBIDDEN", "{out}");
+    assert!(
+        j["error"]["details"]["reason_codes"]
+            .to_string()
+            .contains("people_listed"),
+        "{out}"
+    );
 }
 
 async fn scenario_3_device_less_tailscale_and_proxy_operators(ws_url: &str) {
@@ -529,4 +552,25 @@ async fn scenario_4_spoofing_changes_nothing(sg: &str, ws_url: &str, idp: &TestK
     let r = s.call("status", json!({})).await;
     assert_eq!(r["ok"], true, "{r}");
     s.close().await;
+
+    // Someone the config does not name, with the default `people = "listed"`: HTTP works as them, but
+    // the gateway would give their WebSocket no scopes, so scopegate refuses it and says why.
+    let stranger = idp.token("stranger@example.com", &["operator.read"]);
+    let auth = bearer(&stranger);
+    let got = get(
+        &format!("{sg}/v1/models"),
+        &[("authorization", auth.as_str())],
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    match support::client::ws_connect(ws_url, &[("authorization", auth.as_str())]).await {
+        Err((status, body)) => {
+            assert_eq!(status, 403, "{body}");
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["error"]["type"], "forbidden", "{v}");
+            let codes = v["error"]["reason_codes"].to_string();
+            assert!(codes.contains("people_listed"), "{v}");
+        }
+        Ok(_) => panic!("an unlisted person's WebSocket was forwarded"),
+    }
 }

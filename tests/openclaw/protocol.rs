@@ -124,3 +124,60 @@ pub fn granted(hello: &Value) -> Vec<String> {
     v.sort();
     v
 }
+
+impl Session {
+    /// Waits (bounded) for the server to close this quiet session; its close code and reason, or
+    /// `None` if the socket ended without a close frame. Panics on any other frame but events.
+    pub async fn closed_within(mut self, limit: Duration) -> Option<(u16, String)> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("the session was closed in time");
+            match m {
+                Some(Ok(Message::Close(Some(f)))) => {
+                    return Some((u16::from(f.code), f.reason.to_string()))
+                }
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+}
+
+impl Session {
+    /// [`Session::call`], except that the server closing the socket is an answer too
+    /// (`{"type":"close",…}`) rather than a failure.
+    pub async fn call_or_close(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let id = format!("r{}", self.next);
+        let sent = self
+            .ws
+            .send(Message::text(
+                json!({"type": "req", "id": id, "method": method, "params": params}).to_string(),
+            ))
+            .await;
+        if sent.is_err() {
+            return json!({"type": "close", "close": "send failed"});
+        }
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
+                .await
+                .expect("a frame within 30s");
+            match m {
+                Some(Ok(Message::Text(t))) => {
+                    let f: Value = serde_json::from_str(&t).expect("JSON frame");
+                    if f["type"] == "res" && f["id"] == id.as_str() {
+                        return f;
+                    }
+                }
+                Some(Ok(Message::Close(c))) => {
+                    return json!({"type": "close", "close": format!("{c:?}")})
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return json!({"type": "close", "close": e.to_string()}),
+                None => return json!({"type": "close", "close": "ended"}),
+            }
+        }
+    }
+}

@@ -85,11 +85,26 @@ pub(super) fn trusted_proxy_config(
                 "[trusted_proxy] peers must name at least one address",
             );
         }
-        check_not_trust_all(ck, t.peers.get_ref(), span, "[trusted_proxy] peers");
+        check_not_trust_all(ck, t.peers.get_ref(), span.clone(), "[trusted_proxy] peers");
+        let assertion = match (t.assertion_header, t.assertion) {
+            (None, None) => None,
+            (Some(h), Some(raw)) => {
+                super::jwt::jwt_config(ck, raw).map(|jwt| ProxyAssertionConfig { header: h.0, jwt })
+            }
+            (Some(_), None) => {
+                ck.err(span, "[trusted_proxy] assertion_header needs a [trusted_proxy.assertion] table (issuer, audience, jwks_url or keys) to verify it with");
+                None
+            }
+            (None, Some(raw)) => {
+                ck.err(raw.span(), "[trusted_proxy.assertion] needs [trusted_proxy] assertion_header: the header the proxy puts its signed assertion in");
+                None
+            }
+        };
         TrustedProxyConfig {
             peers: t.peers.into_inner(),
             user_header: t.user_header.0,
             groups_header: t.groups_header.map(|h| h.0),
+            assertion,
         }
     })
 }
@@ -128,6 +143,30 @@ mod tests {
     fn trust_all_is_refused() {
         let e = parse("[upstream]\nurl = \"http://x:1\"\n[trusted_proxy]\npeers=[\"0.0.0.0/0\"]\nuser_header=\"x-u\"\n").unwrap_err();
         assert!(e.to_string().contains("trusts every address"), "{e}");
+    }
+
+    #[test]
+    fn a_proxy_assertion_needs_its_header_and_its_keys() {
+        let base = "[upstream]\nurl = \"http://x:1\"\n[trusted_proxy]\npeers=[\"10.0.0.0/8\"]\nuser_header=\"x-u\"\n";
+        let e = parse(&format!(
+            "{base}assertion_header = \"cf-access-jwt-assertion\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("needs a [trusted_proxy.assertion] table"),
+            "{e}"
+        );
+        let e = parse(&format!("{base}[trusted_proxy.assertion]\nissuer = \"https://t\"\naudience = \"a\"\njwks_url = \"https://t/certs\"\n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("needs [trusted_proxy] assertion_header"),
+            "{e}"
+        );
+        let ok = parse(&format!("{base}assertion_header = \"cf-access-jwt-assertion\"\n[trusted_proxy.assertion]\nissuer = \"https://t\"\naudience = \"a\"\njwks_url = \"https://t/certs\"\nsubject_claim = \"email\"\n")).unwrap();
+        let a = ok.trusted_proxy.unwrap().assertion.unwrap();
+        assert_eq!(a.header, "cf-access-jwt-assertion");
+        assert_eq!(a.jwt.subject_claim, "email");
     }
 
     #[test]
