@@ -279,3 +279,27 @@ fn policy_table(snap: &Snapshot) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::warnings;
+
+    #[test]
+    fn sign_in_without_a_public_origin_is_warned_about() {
+        std::env::set_var(
+            "SG_TEST_CHECK_KEYS",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        );
+        let cfg = |server: &str| {
+            crate::config::Config::parse(
+                &format!("[server]\n{server}\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[oidc]\nissuer = \"https://idp.example.com\"\nclient_id = \"sg\"\ncookie_keys_env = \"SG_TEST_CHECK_KEYS\"\n"),
+                None,
+            )
+            .unwrap()
+        };
+        let w = warnings(&cfg(""));
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("allowed_origins"), "{w:?}");
+        assert!(warnings(&cfg("allowed_origins = [\"https://gw.example.com\"]")).is_empty());
+    }
+}
