@@ -38,6 +38,9 @@ pub struct Admission {
     pub effective: Vec<String>,
     /// The API token's digest, for an API-token session.
     pub token_digest: Option<[u8; 32]>,
+    /// For a signed-in browser's session: the sealed session's end, which with the subject names
+    /// the sign-in (so that signing out ends the connections it opened).
+    pub signed_in_until: Option<u64>,
     pub peer: Peer,
     /// For the audit line.
     pub request_id: String,
@@ -258,6 +261,7 @@ mod tests {
             credential_scopes: vec!["operator.read".into()],
             effective: vec!["operator.read".into()],
             token_digest: None,
+            signed_in_until: None,
             peer: Peer::Unix,
             request_id: "r".into(),
             client_ip: None,

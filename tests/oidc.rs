@@ -854,6 +854,38 @@ async fn a_websocket_opened_by_a_session_closes_when_the_session_ends() {
     let _ = &s.upstream;
 }
 
+#[tokio::test]
+async fn signing_out_closes_the_websockets_the_session_opened() {
+    let s = setup().await;
+    let jar = signed_in(&s, "/app", "alice@example.com", "alice-pw").await;
+    let cookie = jar.header(&s.sg).unwrap();
+    let mut ws = ws_connect(
+        &format!("ws://{}/ws", s.proxy.addr),
+        &[("cookie", &cookie), ("origin", &s.sg)],
+    )
+    .await
+    .expect("the session opens a websocket");
+    let got = get(
+        &format!("{}/.scopegate/logout", s.sg),
+        &[("cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(got.status, 302);
+    use futures_util::StreamExt;
+    // The session lasts hours; only the sign-out can end the socket within the bound.
+    let close = loop {
+        match support::within(10, "the websocket to close at sign-out", ws.next()).await {
+            None | Some(Err(_)) => break None,
+            Some(Ok(m)) if m.is_close() => break Some(m),
+            Some(Ok(_)) => continue,
+        }
+    };
+    if let Some(tokio_tungstenite::tungstenite::Message::Close(Some(frame))) = close {
+        assert_eq!(u16::from(frame.code), 1008, "{frame:?}");
+        assert!(frame.reason.contains("signed out"), "{frame:?}");
+    }
+}
+
 /// `name="…" value="…"` pairs of an HTML form (the demo provider's login page).
 fn hidden_fields(html: &str) -> Vec<(String, String)> {
     html.split("<input ")

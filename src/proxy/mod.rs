@@ -81,7 +81,7 @@ pub(crate) fn stack(
         .layer(Hygiene)
         .layer(Limits)
         .layer(PublicKeys)
-        .layer(SignIn)
+        .layer(SignIn::new(worker.shared.clone()))
         .layer(Identify)
         .layer(Authorise)
         .layer(Inject)

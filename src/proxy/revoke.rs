@@ -33,6 +33,10 @@ pub fn register(shared: &Shared, ctx: &Context) -> Option<(Registration, Revoked
             AuthMethod::ApiToken => snap.sources.api_tokens.digest_of(id),
             _ => None,
         },
+        signed_in_until: match id.method {
+            AuthMethod::Oidc => id.expires_at,
+            _ => None,
+        },
         peer: ctx.conn.peer,
         request_id: ctx.request_id.to_str().unwrap_or("-").to_string(),
         client_ip: ctx.forwarded.client_ip,
@@ -161,6 +165,23 @@ pub fn redecide(shared: &Shared) {
     }
 }
 
+/// Ends the connections a signed-in browser session opened, when that session signs out: the
+/// subject's sessions whose sealed end is `until` (one sign-in; another browser of the same person
+/// has its own).
+pub fn signed_out(shared: &Shared, subject: &str, until: u64) {
+    let snap = shared.snapshot();
+    let ended = shared.sessions.redecide(|a| {
+        (a.method == AuthMethod::Oidc && a.signed_in_until == Some(until) && a.subject == subject)
+            .then(|| Revocation {
+                code: "signed_out",
+                reason: "the browser session that opened this connection signed out".into(),
+            })
+    });
+    for e in ended {
+        audit_revoked(&snap, &e);
+    }
+}
+
 /// Runs the process's expiry timer until shutdown.
 pub async fn run_expiry(shared: Arc<Shared>) {
     let sessions = shared.sessions.clone();
@@ -226,6 +247,7 @@ mod tests {
             credential_scopes: id.scope_claim.clone(),
             effective: cat.names_owned(snap.policy.standing(&id).effective),
             token_digest: snap.sources.api_tokens.digest_of(&id),
+            signed_in_until: None,
             peer: Peer::Unix,
             request_id: "r".into(),
             client_ip: None,
@@ -248,6 +270,7 @@ mod tests {
             credential_scopes: Vec::new(),
             effective: cat.names_owned(snap.policy.standing(&id).effective),
             token_digest: None,
+            signed_in_until: None,
             peer: Peer::Tcp(peer.parse().unwrap()),
             request_id: "r".into(),
             client_ip: None,

@@ -15,6 +15,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context as TaskContext, Poll};
 
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
@@ -28,25 +29,39 @@ use crate::identity::oidc::{
     self, origin::check_same_origin, BrowserOrigin, OidcError, OidcSource, Redirect,
 };
 use crate::identity::AuthMethod;
+use crate::runtime::Shared;
 use crate::upstream::body::ResponseBody;
 
 const OWN_PREFIX: &str = "/.scopegate/";
 
 /// The sign-in phase (a tower layer).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SignIn;
+#[derive(Clone)]
+pub struct SignIn {
+    // Signing out ends the live connections the session opened (`revoke::signed_out`).
+    shared: Arc<Shared>,
+}
+
+impl SignIn {
+    pub fn new(shared: Arc<Shared>) -> SignIn {
+        SignIn { shared }
+    }
+}
 
 impl<S> tower::Layer<S> for SignIn {
     type Service = SignInService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SignInService { inner }
+        SignInService {
+            inner,
+            shared: self.shared.clone(),
+        }
     }
 }
 
 #[derive(Clone)]
 pub struct SignInService<S> {
     inner: S,
+    shared: Arc<Shared>,
 }
 
 type Boxed = Pin<Box<dyn Future<Output = Done> + Send + 'static>>;
@@ -82,7 +97,7 @@ where
         }
         if let Some(which) = own_kind(&ex.ctx) {
             SignInFuture::Own {
-                future: own_endpoint(which, ex),
+                future: own_endpoint(which, ex, self.shared.clone()),
             }
         } else if is_navigation(&ex) {
             let fallback = Fallback {
@@ -240,7 +255,7 @@ fn own_kind(ctx: &Context) -> Option<Own> {
 }
 
 /// The answers of `/.scopegate/callback`, `/login` and `/logout`.
-fn own_endpoint<B: Send + 'static>(which: Own, ex: Exchange<B>) -> Boxed {
+fn own_endpoint<B: Send + 'static>(which: Own, ex: Exchange<B>, shared: Arc<Shared>) -> Boxed {
     Box::pin(async move {
         let Exchange { ctx, req } = ex;
         let snap = ctx.snap.clone();
@@ -302,6 +317,9 @@ fn own_endpoint<B: Send + 'static>(which: Own, ex: Exchange<B>) -> Boxed {
                     }
                 }
                 let r = oidc.logout(&origin, req.headers());
+                if let (Some(subject), Some(until)) = (&r.subject, r.signed_in_until) {
+                    super::revoke::signed_out(&shared, subject, until);
+                }
                 tracing::info!(request_id = ?ctx.request_id, subject = r.subject.as_deref().unwrap_or(""), "signed out");
                 let status = if ctx.method == Method::POST {
                     StatusCode::SEE_OTHER

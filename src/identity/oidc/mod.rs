@@ -51,6 +51,9 @@ pub struct Redirect {
     pub set_cookies: Vec<HeaderValue>,
     /// For the log line: who signed in (callback) or out (logout).
     pub subject: Option<String>,
+    /// On logout, the session's sealed end (with `subject`, it names the sign-in whose live
+    /// connections end now).
+    pub signed_in_until: Option<u64>,
 }
 
 /// Sign-in for one config snapshot.
@@ -201,6 +204,7 @@ impl OidcSource {
             location: flow::authorization_url(&provider.meta, &self.cfg, &login),
             set_cookies,
             subject: None,
+            signed_in_until: None,
         })
     }
 
@@ -279,6 +283,7 @@ impl OidcSource {
             location: login.return_to,
             set_cookies,
             subject: Some(verified.subject),
+            signed_in_until: None,
         })
     }
 
@@ -352,6 +357,7 @@ impl OidcSource {
             location: return_to.to_string(),
             set_cookies: vec![self.session_cookie(jar, renewed)?],
             subject: Some(session.sub),
+            signed_in_until: None,
         })
     }
 
@@ -384,6 +390,7 @@ impl OidcSource {
         Redirect {
             location,
             set_cookies: jar.clear(jar.session_name()).into_iter().collect(),
+            signed_in_until: session.as_ref().map(|s| s.exp),
             subject: session.map(|s| s.sub),
         }
     }
