@@ -123,8 +123,10 @@ if [ -n "${SG_SCALE:-}" ]; then
 fi
 if [ -n "${SG_BASELINE:-}" ]; then
   # Another build (for instance the commit before a change) with the same configs, in the same run.
-  measure baseline 18281 "$SG_BASELINE" --log-format json run --config "$WORK/sg.toml"
-  measure baseline_limits_off 18283 "$SG_BASELINE" --log-format json run --config "$WORK/sg-nolimits.toml"
+  # Keys the older build does not know yet are left out: `people = "shared"` is what it always did.
+  for f in sg sg-nolimits; do sed '/^people = /d' "$WORK/$f.toml" > "$WORK/$f-baseline.toml"; done
+  measure baseline 18281 "$SG_BASELINE" --log-format json run --config "$WORK/sg-baseline.toml"
+  measure baseline_limits_off 18283 "$SG_BASELINE" --log-format json run --config "$WORK/sg-nolimits-baseline.toml"
   measure scopegate_again 18281 "$SG" --log-format json run --config "$WORK/sg.toml"
 fi
 measure nginx 18282 nginx -c "$WORK/nginx.conf"
