@@ -19,6 +19,16 @@ pub(super) fn demo(cli: &Cli, listen: SocketAddr) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // The URL is printed once it works: the sign-in provider's metadata is fetched first.
+    let ready = demo
+        .proxy
+        .control_runtime()
+        .block_on(demo.proxy.ready(std::time::Duration::from_secs(10)));
+    if !ready {
+        eprintln!(
+            "scopegate demo: not ready after 10 s; the first requests may be refused with 503"
+        );
+    }
     println!("{}", demo.instructions());
     use std::io::Write;
     let _ = std::io::stdout().flush();
