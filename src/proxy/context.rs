@@ -17,6 +17,7 @@ use crate::identity::{Identified, Peer};
 use crate::policy::{Decision, RouteMatch};
 use crate::runtime::Snapshot;
 use crate::upstream::body::ResponseBody;
+use crate::upstream::injected::Injected;
 
 /// Facts about the client connection a request arrived on.
 #[derive(Debug, Clone)]
@@ -60,6 +61,8 @@ pub struct Context {
     pub upstream_time: Option<Duration>,
     /// Set when the credential is still to come inside the WebSocket `connect` frame.
     pub in_band: bool,
+    /// scopegate's own headers for the upstream, set by `inject` and sent by `forward`.
+    pub injected: Injected,
 }
 
 impl Context {
@@ -84,6 +87,7 @@ impl Context {
             route: None,
             upstream_time: None,
             in_band: false,
+            injected: Injected::default(),
         }
     }
 

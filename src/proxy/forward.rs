@@ -93,9 +93,10 @@ async fn dispatch(
             snap.hygiene.clone(),
         )
     };
+    let injected = std::mem::take(&mut ctx.injected);
     let t0 = Instant::now();
     let resp = client
-        .send(Request::from_parts(parts, body), route_timeout)
+        .send(Request::from_parts(parts, body), injected, route_timeout)
         .await;
     ctx.upstream_time = Some(t0.elapsed());
     let (resp, lease) = resp?;
@@ -140,9 +141,14 @@ async fn forward_websocket(
         .headers
         .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     let offer = Offer::of(&parts.headers);
+    let injected = std::mem::take(&mut ctx.injected);
     let t0 = Instant::now();
     let resp = client
-        .send(Request::from_parts(parts, RequestBody::empty()), None)
+        .send(
+            Request::from_parts(parts, RequestBody::empty()),
+            injected,
+            None,
+        )
         .await;
     ctx.upstream_time = Some(t0.elapsed());
     let (mut resp, lease) = resp?;

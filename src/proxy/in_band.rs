@@ -361,16 +361,20 @@ impl Session {
         let decision = self.ctx.decision.ok_or_else(|| {
             unavailable("no_decision", "no decision was made for this socket".into())
         })?;
+        let mut injected = crate::upstream::injected::Injected::default();
         crate::proxy::inject::set_upstream_headers(
             &self.ctx,
-            req.headers_mut(),
+            &mut injected,
             &decision,
             &forwarded_path,
             None,
         );
         let offer = Offer::of(req.headers());
-        let (mut resp, _upgrade_owns_the_connection) =
-            self.client.send(req, None).await.map_err(|r| WsRefusal {
+        let (mut resp, _upgrade_owns_the_connection) = self
+            .client
+            .send(req, injected, None)
+            .await
+            .map_err(|r| WsRefusal {
                 code: "UNAVAILABLE",
                 close: CloseCode::Error,
                 refusal: r,

@@ -15,6 +15,7 @@ use crate::assertion::AssertionInput;
 use crate::error::Refusal;
 use crate::identity::forwarded;
 use crate::policy::Decision;
+use crate::upstream::injected::Injected;
 use crate::upstream::openclaw::ToGateway;
 
 /// The inject phase (a tower layer).
@@ -56,7 +57,17 @@ impl Phase for Inject {
         }
         headers.remove(header::HOST);
         headers.remove(header::EXPECT);
-        set_upstream_headers(ctx, headers, &decision, &forwarded_path, original_host);
+        // Not a managed name (trusted peers may send one), but scopegate sends its own.
+        headers.remove(crate::header_names::X_REQUEST_ID);
+        let mut injected = Injected::default();
+        set_upstream_headers(
+            ctx,
+            &mut injected,
+            &decision,
+            &forwarded_path,
+            original_host,
+        );
+        ctx.injected = injected;
         Verdict::Next
     }
 }
@@ -74,14 +85,12 @@ pub fn forwarded_path<'a>(base_path: &str, path: &'a str) -> Cow<'a, str> {
 /// signed assertion. Runs after `scrub`, so no client copy of any of these survives.
 pub fn set_upstream_headers(
     ctx: &Context,
-    headers: &mut http::HeaderMap,
+    headers: &mut Injected,
     decision: &Decision,
     forwarded_path: &str,
     original_host: Option<HeaderValue>,
 ) {
     use crate::header_names::*;
-    // Up to eight inserts follow: grow the table once, not per insert.
-    headers.reserve(8);
     let (snap, conn, ex) = (&*ctx.snap, &*ctx.conn, ctx);
     let identity = ex.identified.identity.as_deref();
     let proto = if conn.tls {
@@ -89,15 +98,15 @@ pub fn set_upstream_headers(
     } else {
         ex.forwarded.proto.unwrap_or("http")
     };
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    headers.set(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     let host = match &ex.forwarded.host {
         Some(h) => HeaderValue::from_str(h).ok(),
         None => original_host,
     };
     if let Some(v) = host {
-        headers.insert(X_FORWARDED_HOST, v);
+        headers.set(X_FORWARDED_HOST, v);
     }
-    headers.insert(X_REQUEST_ID, ex.request_id.clone());
+    headers.set(X_REQUEST_ID, ex.request_id.clone());
     let (scopes_comma, scopes_space) = snap.scope_strings(decision.effective);
     match &snap.openclaw {
         // The profile sets its own headers, X-Forwarded-For among them.
@@ -123,7 +132,7 @@ pub fn set_upstream_headers(
                 None => None,
             };
             if let Some(v) = xff {
-                headers.insert(X_FORWARDED_FOR, v);
+                headers.set(X_FORWARDED_FOR, v);
             }
         }
     }
@@ -139,7 +148,7 @@ pub fn set_upstream_headers(
         },
         ex.started,
     );
-    headers.insert(snap.assertion.header_name().clone(), assertion);
+    headers.set(snap.assertion.header_name().clone(), assertion);
 }
 
 #[cfg(test)]
@@ -172,6 +181,7 @@ mod tests {
             .header("x-scopegate-assertion", "forged")
             .header("connection", "x-keep-me")
             .header("x-keep-me", "1")
+            .header("x-request-id", "client-chosen")
             .body(())
             .unwrap();
         let mut ex = exchange(&snap, "192.0.2.9", req);
@@ -180,7 +190,19 @@ mod tests {
         let Outcome::Reached(ex) = run(Path3, ex).await else {
             panic!("refused");
         };
-        let h = ex.req.headers();
+        // The client's headers keep no managed name: the wire path writes both lists as they are.
+        for managed in [
+            "x-forwarded-user",
+            "x-openclaw-scopes",
+            "x-scopegate-assertion",
+            "x-request-id",
+            "host",
+        ] {
+            assert!(!ex.req.headers().contains_key(managed), "{managed} kept");
+        }
+        // What the upstream is sent: the client's scrubbed headers, then scopegate's own.
+        let mut h = ex.req.headers().clone();
+        ex.ctx.injected.clone().apply_to(&mut h);
         assert_eq!(
             h["x-openclaw-scopes"],
             "operator.read,operator.sessions.read"

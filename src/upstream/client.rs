@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::config::UpstreamConfig;
 use crate::error::Refusal;
 use crate::upstream::body::{RequestBody, UpstreamBody};
+use crate::upstream::injected::Injected;
 
 pub type Connector = HttpsConnector<HttpConnector>;
 
@@ -162,11 +163,13 @@ impl UpstreamClient {
             .map_err(|_| Refusal::bad_request("bad_path", "the path cannot be forwarded"))
     }
 
-    /// Sends a request and waits for response headers, mapping failures to the contract's 502/504.
-    /// The lease, when there is one, must travel with the response body (see `upstream::pool`).
+    /// Sends a request with scopegate's own fields (`injected`) and waits for response headers,
+    /// mapping failures to the contract's 502/504. The lease, when there is one, must travel with the
+    /// response body (see `upstream::pool`).
     pub async fn send(
         &self,
         mut req: Request<RequestBody>,
+        mut injected: Injected,
         header_timeout: Option<Duration>,
     ) -> Result<(Response<UpstreamBody>, Option<crate::upstream::pool::Lease>), Refusal> {
         let limit = header_timeout.unwrap_or(self.response_header_timeout);
@@ -188,8 +191,7 @@ impl UpstreamClient {
                         *req.uri_mut() = Uri::from(pq);
                     }
                 }
-                req.headers_mut()
-                    .insert(http::header::HOST, self.host_header.clone());
+                injected.set(http::header::HOST, self.host_header.clone());
                 let headers = req.headers();
                 let upgrade = headers.contains_key(http::header::UPGRADE)
                     || headers.contains_key(http::header::CONNECTION);
@@ -197,7 +199,7 @@ impl UpstreamClient {
                     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
                     return match tokio::time::timeout(
                         limit,
-                        wire.send(req.method(), target, headers),
+                        wire.send(req.method(), target, headers, &injected),
                     )
                     .await
                     {
@@ -206,6 +208,7 @@ impl UpstreamClient {
                         Ok(Err(e)) => Err(classify_pool(&e)),
                     };
                 }
+                injected.apply_to(req.headers_mut());
                 match tokio::time::timeout(limit, hyper.send(req)).await {
                     Err(_) => Err(timed_out()),
                     Ok(Ok((resp, lease))) => Ok((resp.map(UpstreamBody::Hyper), Some(lease))),
@@ -213,6 +216,7 @@ impl UpstreamClient {
                 }
             }
             Transport::General(client) => {
+                injected.apply_to(req.headers_mut());
                 match tokio::time::timeout(limit, client.request(req)).await {
                     Err(_) => Err(timed_out()),
                     Ok(Ok(resp)) => Ok((resp.map(UpstreamBody::Hyper), None)),

@@ -4,6 +4,7 @@
 pub(crate) mod body;
 pub(crate) mod client;
 pub(crate) mod handshake;
+pub mod injected;
 pub(crate) mod openclaw;
 pub(crate) mod pool;
 pub(crate) mod websocket;

@@ -28,9 +28,10 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue};
 
 use crate::header_names::{X_FORWARDED_FOR, X_OPENCLAW_SCOPES};
+use crate::upstream::injected::Injected;
 
 use crate::config::{Config, People};
 
@@ -190,7 +191,7 @@ impl OpenClawProfile {
     /// were removed): `X-Forwarded-For` from [`Self::forwarded_for`], `X-OpenClaw-Scopes` — always
     /// present, because an empty list grants nothing where an absent one would grant the gateway's
     /// full default set (gateway contract §3) — and the caller's gateway identity, if any.
-    pub fn set_headers(&self, headers: &mut HeaderMap, to_gateway: ToGateway<'_>) {
+    pub fn set_headers(&self, headers: &mut Injected, to_gateway: ToGateway<'_>) {
         let ip = self.forwarded_for(to_gateway.client_ip);
         // The common values are made once (per snapshot, per connection), not per request.
         let xff = if ip == self.local_client_ip {
@@ -201,11 +202,11 @@ impl OpenClawProfile {
             HeaderValue::from_str(&ip.to_string()).ok()
         };
         if let Some(v) = xff {
-            headers.insert(X_FORWARDED_FOR, v);
+            headers.set(X_FORWARDED_FOR, v);
         }
-        headers.insert(X_OPENCLAW_SCOPES, to_gateway.scopes);
+        headers.set(X_OPENCLAW_SCOPES, to_gateway.scopes);
         if let Some(user) = to_gateway.user {
-            headers.insert(self.user_header.clone(), user.clone());
+            headers.set(self.user_header.clone(), user.clone());
         }
     }
 }

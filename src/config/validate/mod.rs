@@ -214,6 +214,9 @@ fn build(ck: &mut Checker, raw: RawConfig, path: Option<&Path>) -> Option<Config
 
     let openclaw = openclaw::openclaw_config(ck, raw.openclaw);
     let assertion = assertion::assertion_config(ck, raw.assertion, profile, upstream.as_ref());
+    if let Some(a) = &assertion {
+        own_upstream_fields_are_distinct(ck, &a.header, profile, &openclaw.user_header);
+    }
     let log = log::log_config(ck, raw.log);
     let limits = limits::limits_config(ck, raw.limits);
     let oidc = raw.oidc.and_then(|o| oidc::oidc_config(ck, o));
@@ -254,6 +257,44 @@ fn build(ck: &mut Checker, raw: RawConfig, path: Option<&Path>) -> Option<Config
     })
 }
 
+/// scopegate sets each of its own upstream fields once (`upstream::injected` writes them as they are,
+/// without a lookup): the two whose names are configurable may take neither a fixed one's nor each
+/// other's.
+fn own_upstream_fields_are_distinct(
+    ck: &mut Checker,
+    assertion: &http::HeaderName,
+    profile: Profile,
+    user_header: &http::HeaderName,
+) {
+    use crate::header_names::*;
+    let fixed = [
+        http::header::HOST,
+        X_FORWARDED_FOR,
+        X_FORWARDED_PROTO,
+        X_FORWARDED_HOST,
+        X_REQUEST_ID,
+        X_OPENCLAW_SCOPES,
+    ];
+    let mut named = vec![("[assertion] header", assertion)];
+    if profile == Profile::OpenClaw {
+        named.push(("[openclaw] user_header", user_header));
+    }
+    for (what, name) in &named {
+        if fixed.contains(name) {
+            ck.err_nowhere(format!(
+                "{what} {:?} is a header scopegate sets itself; choose another name",
+                name.as_str()
+            ));
+        }
+    }
+    if profile == Profile::OpenClaw && assertion == user_header {
+        ck.err_nowhere(format!(
+            "[assertion] header and [openclaw] user_header are both {:?}; they must differ",
+            assertion.as_str()
+        ));
+    }
+}
+
 /// `Config::parse` of a file named `test.toml`, for the sections' tests.
 #[cfg(test)]
 fn parse_test_toml(text: &str) -> Result<Config, ConfigError> {
@@ -287,5 +328,33 @@ mod tests {
                 .starts_with("test.toml:8: unknown scope \"operator.wrte\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn configurable_upstream_fields_cannot_take_scopegates_own_names() {
+        let base = "[upstream]\nurl = \"http://x:1\"\nprofile = \"openclaw\"\n";
+        for (extra, says) in [
+            (
+                "[openclaw]\nuser_header = \"X-OpenClaw-Scopes\"\n",
+                "[openclaw] user_header \"x-openclaw-scopes\" is a header scopegate sets itself",
+            ),
+            (
+                "[assertion]\nheader = \"host\"\n",
+                "[assertion] header \"host\" is a header scopegate sets itself",
+            ),
+            (
+                "[assertion]\nheader = \"x-forwarded-user\"\n",
+                "are both \"x-forwarded-user\"",
+            ),
+        ] {
+            let e = parse(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(e.contains(says), "{extra}: {e}");
+        }
+        // The generic profile sets no user header, so the assertion may use that name there.
+        let generic =
+            "[upstream]\nurl = \"http://x:1\"\n[assertion]\nheader = \"x-forwarded-user\"\n";
+        if let Err(e) = parse(generic) {
+            assert!(!e.to_string().contains("must differ"), "{e}");
+        }
     }
 }

@@ -64,7 +64,7 @@ impl AdminSession {
             .map_err(|e| format!("cannot build the admin upgrade: {e}"))?;
         let offer = Offer::of(req.headers());
         let (mut resp, _upgrade_owns_the_connection) = client
-            .send(req, Some(RPC_TIMEOUT))
+            .send(req, Default::default(), Some(RPC_TIMEOUT))
             .await
             .map_err(|r| r.message)?;
         offer

@@ -12,6 +12,8 @@ use std::mem::MaybeUninit;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 
+use crate::upstream::injected::Injected;
+
 /// A response head larger than this is refused (nginx's default is 4–8 KiB; hyper's read buffer ~400 KiB).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// More header fields than this in a response head, or in a trailer section, is refused (as hyper).
@@ -65,13 +67,20 @@ fn bodiless_by_convention(method: &Method) -> bool {
 /// Writes the head of a request that has no body. `target` is origin-form (`/path?query`). Framing
 /// headers the client sent are not copied: this hop's framing is ours to state. Header values cannot
 /// hold CR or LF (`http` refuses them), so nothing here can split the head. `out` belongs to the
-/// connection and keeps its capacity from one request to the next.
-pub fn encode_request_head(out: &mut Vec<u8>, method: &Method, target: &str, headers: &HeaderMap) {
+/// connection and keeps its capacity from one request to the next. `injected` (scopegate's own fields)
+/// follow the client's; the client's were scrubbed of every name scopegate sets.
+pub fn encode_request_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    injected: &Injected,
+) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(if target.is_empty() { "/" } else { target }.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
+    for (name, value) in headers.iter().chain(injected.iter()) {
         if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
             continue;
         }
@@ -162,7 +171,9 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, W
             ];
         }
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(fields);
+        // One field more than the upstream sent: the response gets its `x-request-id` without a
+        // second table.
+        let mut headers = HeaderMap::with_capacity(fields + 1);
         let mut seen = Seen::default();
         for &[name_at, name_len, value_at, value_len] in &spans[..fields] {
             let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
@@ -551,14 +562,27 @@ mod tests {
         headers.insert("content-length", HeaderValue::from_static("7"));
         headers.append("x-a", HeaderValue::from_static("1"));
         headers.append("x-a", HeaderValue::from_static("2"));
+        let mut injected = Injected::default();
+        injected.set(
+            HeaderName::from_static("x-scopegate"),
+            HeaderValue::from_static("s"),
+        );
+        injected.set(http::header::CONTENT_LENGTH, HeaderValue::from_static("9"));
         let mut out = Vec::new();
-        encode_request_head(&mut out, &Method::GET, "/v1/models?x=1", &headers);
+        encode_request_head(
+            &mut out,
+            &Method::GET,
+            "/v1/models?x=1",
+            &headers,
+            &injected,
+        );
         assert_eq!(
             out,
-            b"GET /v1/models?x=1 HTTP/1.1\r\nhost: gw:1\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
+            b"GET /v1/models?x=1 HTTP/1.1\r\nhost: gw:1\r\nx-a: 1\r\nx-a: 2\r\nx-scopegate: s\r\n\r\n"
         );
         out.clear();
-        encode_request_head(&mut out, &Method::POST, "", &HeaderMap::new());
+        let none = Injected::default();
+        encode_request_head(&mut out, &Method::POST, "", &HeaderMap::new(), &none);
         assert_eq!(out, b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
     }
 

@@ -32,6 +32,7 @@ use tokio::net::TcpStream;
 pub use codec::WireError;
 use codec::{BodyDecoder, BodyEvent};
 
+use crate::upstream::injected::Injected;
 use crate::upstream::pool::{dial, IdleStack, PoolError};
 
 /// Bytes asked of the socket per read while a response is small; a read that fills it doubles this.
@@ -91,6 +92,7 @@ impl WirePool {
         method: &Method,
         target: &str,
         headers: &HeaderMap,
+        injected: &Injected,
     ) -> Result<Response<WireBody>, PoolError> {
         let idempotent = matches!(
             *method,
@@ -109,7 +111,7 @@ impl WirePool {
                 None => self.connect().await?,
             };
             conn.head.clear();
-            codec::encode_request_head(&mut conn.head, method, target, headers);
+            codec::encode_request_head(&mut conn.head, method, target, headers, injected);
             match exchange(&mut conn, method).await {
                 Ok(head) => {
                     let (parts, ()) = head.response.into_parts();
