@@ -1,5 +1,7 @@
-//! Small shared helpers: a bounded HTTP GET (JWKS documents, `verify-assertion --jwks URL`), and
-//! base64url.
+//! Small shared helpers: a bounded HTTP GET (JWKS documents, `verify-assertion --jwks URL`),
+//! base64url, and [`refresh`], the fetch-and-keep-fresh loop of the JWKS cache and OIDC discovery.
+
+pub mod refresh;
 
 use std::time::Duration;
 

@@ -16,6 +16,9 @@ use crate::identity::{AuthMethod, Identity};
 
 pub struct ApiTokens {
     by_digest: HashMap<[u8; 32], Arc<Identity>, foldhash::fast::RandomState>,
+    /// Each identity's digest, keyed by the identity's address (`Arc::as_ptr`). The identities live
+    /// in `by_digest` as long as this table does, so an address names exactly one of them.
+    digest_by_identity: HashMap<usize, [u8; 32], foldhash::fast::RandomState>,
 }
 
 impl ApiTokens {
@@ -36,21 +39,24 @@ impl ApiTokens {
                 Arc::new(id)
             });
         }
-        ApiTokens { by_digest }
+        let digest_by_identity = by_digest
+            .iter()
+            .map(|(digest, id)| (identity_key(id), *digest))
+            .collect();
+        ApiTokens {
+            by_digest,
+            digest_by_identity,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.by_digest.is_empty()
     }
 
-    /// The digest of the token whose identity `id` is (the same `Arc`): what a live session keeps to
-    /// tell, after a reload, whether its token is still configured.
-    /// Once per WebSocket, not per request: a scan is fine.
+    /// The digest of the token whose identity `id` is (the same `Arc`, not an equal identity): what a
+    /// live session keeps to tell, after a reload, whether its token is still configured. One lookup.
     pub fn digest_of(&self, id: &Identity) -> Option<[u8; 32]> {
-        self.by_digest
-            .iter()
-            .find(|(_, i)| std::ptr::eq(Arc::as_ptr(i), id))
-            .map(|(d, _)| *d)
+        self.digest_by_identity.get(&identity_key(id)).copied()
     }
 
     /// The identity of the token with this digest.
@@ -64,6 +70,11 @@ impl ApiTokens {
         }
         self.by_digest.get(&sha256(token.as_bytes())).cloned()
     }
+}
+
+/// The key of `digest_by_identity`: the identity's address (for an `Arc`'s, `Arc::as_ptr`).
+fn identity_key(id: &Identity) -> usize {
+    std::ptr::from_ref(id) as usize
 }
 
 pub fn sha256(data: &[u8]) -> [u8; 32] {
@@ -122,5 +133,48 @@ mod tests {
             assert_eq!(id.subject, format!("bot-{i}"));
         }
         assert!(tokens.lookup("token-10000").is_none());
+    }
+
+    #[test]
+    fn digest_of_names_the_digest_of_that_very_identity() {
+        let mut toml = String::from("[upstream]\nurl=\"http://x:1\"\n");
+        for i in 0..100 {
+            toml.push_str(&format!(
+                "[[api_tokens]]\nsubject=\"bot-{i}\"\nsha256=\"{}\"\n",
+                sha256_hex(format!("token-{i}").as_bytes())
+            ));
+        }
+        // A second token for the same subject and scopes: an identity equal to bot-7's, not the same.
+        toml.push_str(&format!(
+            "[[api_tokens]]\nsubject=\"bot-7\"\nsha256=\"{}\"\n",
+            sha256_hex(b"token-7-spare")
+        ));
+        let cfg = Config::parse(&toml, None).unwrap();
+        let tokens = ApiTokens::new(&cfg.api_tokens);
+        for i in 0..100 {
+            let token = format!("token-{i}");
+            let id = tokens.lookup(&token).unwrap();
+            assert_eq!(
+                tokens.digest_of(&id),
+                Some(sha256(token.as_bytes())),
+                "{token}"
+            );
+            assert_eq!(
+                tokens
+                    .by_digest(&sha256(token.as_bytes()))
+                    .map(|i| i.subject.clone()),
+                Some(format!("bot-{i}"))
+            );
+        }
+        let spare = tokens.lookup("token-7-spare").unwrap();
+        assert_eq!(spare.subject, "bot-7");
+        assert_eq!(tokens.digest_of(&spare), Some(sha256(b"token-7-spare")));
+
+        // An identity this table did not build has no digest here, even with a token's subject;
+        // nor has a token's identity in another table built from the same config.
+        let lookalike = Identity::new("bot-3", AuthMethod::ApiToken, Vec::new(), []);
+        assert_eq!(tokens.digest_of(&lookalike), None);
+        let other = ApiTokens::new(&cfg.api_tokens);
+        assert_eq!(tokens.digest_of(&other.lookup("token-3").unwrap()), None);
     }
 }

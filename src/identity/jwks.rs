@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{JwtAlgorithm, JwtConfig};
+use crate::util::refresh::{self, Refreshable};
 use crate::values::VerificationKey;
 
 /// A verification key pinned to one algorithm.
@@ -178,37 +179,26 @@ impl JwksCache {
 
     /// Fetches until the first success or until `deadline`; used before the listener reports ready.
     pub async fn initial_fetch(&self, deadline: Duration) -> bool {
-        let start = Instant::now();
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            if self.fetch().await.is_ok() {
-                return true;
-            }
-            if start.elapsed() + backoff > deadline {
-                return false;
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
+        refresh::initial_fetch(self, deadline).await
     }
 
     /// Background refresh until `stop`: every `refresh`, or every few seconds while there are no keys.
     pub fn spawn_refresher(self: &Arc<Self>, stop: CancellationToken) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let wait = if this.has_keys() {
-                    this.refresh
-                } else {
-                    Duration::from_secs(2)
-                };
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-                let _ = this.fetch().await;
-            }
-        });
+        refresh::spawn_refresher(self, stop);
+    }
+}
+
+impl Refreshable for JwksCache {
+    async fn refresh(&self) -> Result<(), String> {
+        self.fetch().await.map(|_| ())
+    }
+
+    fn ready(&self) -> bool {
+        self.has_keys()
+    }
+
+    fn interval(&self) -> Duration {
+        self.refresh
     }
 }
 

@@ -35,14 +35,7 @@ pub(super) fn jwt_config(ck: &mut Checker, raw: Spanned<RawJwt>) -> Option<JwtCo
             Vec::new()
         }
     };
-    let leeway = match raw.leeway {
-        Some(l) if l.get_ref().0 > MAX_LEEWAY => {
-            ck.err(l.span(), "[jwt] leeway must be at most 5m");
-            MAX_LEEWAY
-        }
-        Some(l) => l.into_inner().0,
-        None => Duration::from_secs(30),
-    };
+    let leeway = leeway(ck, raw.leeway, "jwt");
     if let Some(url) = &raw.jwks_url {
         let ok = url
             .get_ref()
@@ -56,29 +49,11 @@ pub(super) fn jwt_config(ck: &mut Checker, raw: Spanned<RawJwt>) -> Option<JwtCo
             ck.err(url.span(), format!("invalid jwks_url {:?}", url.get_ref()));
         }
     }
-    let jwks_algorithms = match raw.jwks_algorithms {
-        Some(list) => list
-            .into_iter()
-            .filter_map(|a| match JwtAlgorithm::from_name(a.get_ref()) {
-                Some(alg) if alg.is_hmac() => {
-                    ck.err(a.span(), "HMAC algorithms cannot come from a JWKS");
-                    None
-                }
-                Some(alg) => Some(alg),
-                None => {
-                    ck.err(a.span(), format!("unknown algorithm {:?}", a.get_ref()));
-                    None
-                }
-            })
-            .collect(),
-        None => vec![
-            JwtAlgorithm::RS256,
-            JwtAlgorithm::PS256,
-            JwtAlgorithm::ES256,
-            JwtAlgorithm::ES384,
-            JwtAlgorithm::EdDSA,
-        ],
-    };
+    let jwks_algorithms = published_key_algorithms(
+        ck,
+        raw.jwks_algorithms,
+        "HMAC algorithms cannot come from a JWKS",
+    );
     let mut keys = Vec::new();
     for k in raw.keys {
         if let Some(key) = jwt_key(ck, k) {
@@ -127,6 +102,52 @@ pub(super) fn jwt_config(ck: &mut Checker, raw: Spanned<RawJwt>) -> Option<JwtCo
             .unwrap_or(16 * 1024),
         keys,
     })
+}
+
+/// A token's `leeway` (30 s when not given), at most 5 m: beyond that an expired token stays good for
+/// too long. `section` names the table in the message (`"[jwt] leeway must be at most 5m"`).
+pub(super) fn leeway(ck: &mut Checker, raw: Option<Spanned<Dur>>, section: &str) -> Duration {
+    match raw {
+        Some(l) if l.get_ref().0 > MAX_LEEWAY => {
+            ck.err(l.span(), format!("[{section}] leeway must be at most 5m"));
+            MAX_LEEWAY
+        }
+        Some(l) => l.into_inner().0,
+        None => Duration::from_secs(30),
+    }
+}
+
+/// The algorithms allowed for keys a provider publishes (a JWKS): known names, never HMAC (its secret
+/// would come from a network document), refused with `hmac_refusal`. When not given: RS256, PS256,
+/// ES256, ES384 and EdDSA.
+pub(super) fn published_key_algorithms(
+    ck: &mut Checker,
+    raw: Option<Vec<Spanned<String>>>,
+    hmac_refusal: &str,
+) -> Vec<JwtAlgorithm> {
+    match raw {
+        Some(list) => list
+            .into_iter()
+            .filter_map(|a| match JwtAlgorithm::from_name(a.get_ref()) {
+                Some(alg) if alg.is_hmac() => {
+                    ck.err(a.span(), hmac_refusal);
+                    None
+                }
+                Some(alg) => Some(alg),
+                None => {
+                    ck.err(a.span(), format!("unknown algorithm {:?}", a.get_ref()));
+                    None
+                }
+            })
+            .collect(),
+        None => vec![
+            JwtAlgorithm::RS256,
+            JwtAlgorithm::PS256,
+            JwtAlgorithm::ES256,
+            JwtAlgorithm::ES384,
+            JwtAlgorithm::EdDSA,
+        ],
+    }
 }
 
 fn jwt_key(ck: &mut Checker, raw: Spanned<RawJwtKey>) -> Option<JwtKeyConfig> {
@@ -273,5 +294,16 @@ mod tests {
                 .contains("test.toml:6: [jwt] leeway must be at most 5m"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn jwks_algorithms_are_known_and_never_hmac() {
+        let e = parse("[upstream]\nurl = \"http://x:1\"\n[jwt]\nissuer=\"i\"\naudience=\"a\"\njwks_url=\"https://idp.example.com/jwks\"\njwks_algorithms=[\"HS256\",\n\"nope\"]\n").unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("test.toml:7: HMAC algorithms cannot come from a JWKS"),
+            "{s}"
+        );
+        assert!(s.contains("test.toml:8: unknown algorithm \"nope\""), "{s}");
     }
 }

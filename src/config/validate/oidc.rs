@@ -9,8 +9,6 @@ use base64::Engine;
 
 use super::*;
 
-const MAX_LEEWAY: Duration = Duration::from_secs(300);
-
 pub(super) fn oidc_config(ck: &mut Checker, raw: Spanned<RawOidc>) -> Option<OidcConfig> {
     let span = raw.span();
     let raw = raw.into_inner();
@@ -110,40 +108,12 @@ pub(super) fn oidc_config(ck: &mut Checker, raw: Spanned<RawOidc>) -> Option<Oid
         Some(t) => t.into_inner().0,
         None => Duration::from_secs(600),
     };
-    let leeway = match raw.leeway {
-        Some(l) if l.get_ref().0 > MAX_LEEWAY => {
-            ck.err(l.span(), "[oidc] leeway must be at most 5m");
-            MAX_LEEWAY
-        }
-        Some(l) => l.into_inner().0,
-        None => Duration::from_secs(30),
-    };
-    let id_token_algorithms = match raw.id_token_algorithms {
-        Some(list) => list
-            .into_iter()
-            .filter_map(|a| match JwtAlgorithm::from_name(a.get_ref()) {
-                Some(alg) if alg.is_hmac() => {
-                    ck.err(
-                        a.span(),
-                        "[oidc] HMAC ID tokens are not accepted (the keys come from the provider's JWKS)",
-                    );
-                    None
-                }
-                Some(alg) => Some(alg),
-                None => {
-                    ck.err(a.span(), format!("unknown algorithm {:?}", a.get_ref()));
-                    None
-                }
-            })
-            .collect(),
-        None => vec![
-            JwtAlgorithm::RS256,
-            JwtAlgorithm::PS256,
-            JwtAlgorithm::ES256,
-            JwtAlgorithm::ES384,
-            JwtAlgorithm::EdDSA,
-        ],
-    };
+    let leeway = super::jwt::leeway(ck, raw.leeway, "oidc");
+    let id_token_algorithms = super::jwt::published_key_algorithms(
+        ck,
+        raw.id_token_algorithms,
+        "[oidc] HMAC ID tokens are not accepted (the keys come from the provider's JWKS)",
+    );
     let post_logout_redirect = match raw.post_logout_redirect {
         Some(p) if !is_local_path(p.get_ref()) => {
             ck.err(
@@ -219,6 +189,7 @@ fn is_local_path(p: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::super::parse_test_toml as parse;
+    use crate::config::JwtAlgorithm;
 
     const BASE: &str = "[upstream]\nurl = \"http://127.0.0.1:1\"\n";
     const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
@@ -236,6 +207,17 @@ mod tests {
         assert_eq!(o.scopes, ["openid", "email", "profile"]);
         assert_eq!(o.subject_claim, "sub");
         assert_eq!(o.session_ttl.as_secs(), 12 * 3600);
+        assert_eq!(o.leeway.as_secs(), 30);
+        assert_eq!(
+            o.id_token_algorithms,
+            [
+                JwtAlgorithm::RS256,
+                JwtAlgorithm::PS256,
+                JwtAlgorithm::ES256,
+                JwtAlgorithm::ES384,
+                JwtAlgorithm::EdDSA
+            ]
+        );
     }
 
     #[test]
@@ -248,6 +230,8 @@ mod tests {
             ("issuer = \"https://idp.example.com\"\nclient_id = \"sg\"\nscopes = [\"email\"]\ncookie_keys_env = \"SG_TEST_OIDC_KEYS_SHORT\"", "must include \"openid\""),
             ("issuer = \"https://idp.example.com\"\nclient_id = \"sg\"\npost_logout_redirect = \"//evil.example\"\ncookie_keys_env = \"SG_TEST_OIDC_KEYS_SHORT\"", "post_logout_redirect must be a path"),
             ("issuer = \"https://idp.example.com\"\nclient_id = \"sg\"\nid_token_algorithms = [\"HS256\"]\ncookie_keys_env = \"SG_TEST_OIDC_KEYS_SHORT\"", "HMAC ID tokens"),
+            ("issuer = \"https://idp.example.com\"\nclient_id = \"sg\"\nid_token_algorithms = [\"RS256\", \"XS999\"]\ncookie_keys_env = \"SG_TEST_OIDC_KEYS_SHORT\"", "test.toml:6: unknown algorithm \"XS999\""),
+            ("issuer = \"https://idp.example.com\"\nclient_id = \"sg\"\nleeway = \"1h\"\ncookie_keys_env = \"SG_TEST_OIDC_KEYS_SHORT\"", "test.toml:6: [oidc] leeway must be at most 5m"),
         ];
         for (section, want) in cases {
             let e = parse(&format!("{BASE}[oidc]\n{section}\n"))

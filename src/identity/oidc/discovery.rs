@@ -7,7 +7,7 @@
 //! with the client id as the audience — is built from it and kept while `jwks_uri` stays the same.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use serde::Deserialize;
@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{JwtConfig, OidcConfig};
 use crate::identity::jwks::JwksCache;
 use crate::identity::jwt::JwtVerifier;
+use crate::util::refresh::{self, Refreshable};
 
 /// The parts of the provider's metadata scopegate uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,37 +216,26 @@ impl Discovery {
 
     /// Fetches until the first success or `deadline`; run before the listener reports ready.
     pub async fn initial_fetch(&self, deadline: Duration) -> bool {
-        let start = Instant::now();
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            if self.fetch().await.is_ok() {
-                return true;
-            }
-            if start.elapsed() + backoff > deadline {
-                return false;
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
+        refresh::initial_fetch(self, deadline).await
     }
 
     /// Background refresh until `stop`: every `discovery_refresh`, every few seconds while not ready.
     pub fn spawn_refresher(self: &Arc<Self>, stop: CancellationToken) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let wait = if this.ready() {
-                    this.cfg.discovery_refresh
-                } else {
-                    Duration::from_secs(2)
-                };
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-                let _ = this.fetch().await;
-            }
-        });
+        refresh::spawn_refresher(self, stop);
+    }
+}
+
+impl Refreshable for Discovery {
+    async fn refresh(&self) -> Result<(), String> {
+        self.fetch().await
+    }
+
+    fn ready(&self) -> bool {
+        Discovery::ready(self)
+    }
+
+    fn interval(&self) -> Duration {
+        self.cfg.discovery_refresh
     }
 }
 
