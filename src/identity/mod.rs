@@ -153,6 +153,15 @@ impl Peer {
     }
 }
 
+/// What proved a request's bearer credential (see [`Sources::identify_cached_proving`]).
+#[derive(Clone)]
+pub enum Proof {
+    /// A verified JWT found in the token cache.
+    Jwt(jwt::CacheHit),
+    /// A configured API token.
+    ApiToken(Arc<Identity>),
+}
+
 /// The parts of a request identification reads: the peer and the *original* headers (before hygiene).
 pub struct RequestFacts<'a> {
     pub peer: Peer,
@@ -256,10 +265,20 @@ impl Sources {
     /// The common case, without awaiting: a bearer credential that is an API token or a JWT verified
     /// before. `None` means the full (async) identification must run.
     pub fn identify_cached(&self, facts: &RequestFacts<'_>) -> Option<Result<Identified, Refusal>> {
+        self.identify_cached_proving(facts).0
+    }
+
+    /// [`Sources::identify_cached`], with what proved the bearer credential when it held: a
+    /// connection may keep it and, for a request carrying byte for byte the same `Authorization`
+    /// value under the same snapshot, ask [`Sources::recall`] instead.
+    pub fn identify_cached_proving(
+        &self,
+        facts: &RequestFacts<'_>,
+    ) -> (Option<Result<Identified, Refusal>>, Option<Proof>) {
         let token = match bearer_token(facts.headers) {
-            Err(r) => return Some(Err(r)),
+            Err(r) => return (Some(Err(r)), None),
             // Off the bearer path: a session cookie is looked at only when there is no bearer.
-            Ok(Bearer::None) => return self.session(facts),
+            Ok(Bearer::None) => return (self.session(facts), None),
             Ok(Bearer::Token(t)) => t,
         };
         // A JWT verified before is taken from the cache first: it was checked against the API
@@ -268,22 +287,46 @@ impl Sources {
         let cached = self
             .jwt
             .as_ref()
-            .and_then(|j| j.cached(token, jwt::unix_now()));
-        let identity = match cached {
-            Some(Ok(id)) => Ok(id),
+            .and_then(|j| j.cached_hit(token, jwt::unix_now()));
+        let (identity, proof) = match cached {
+            Some((Ok(id), hit)) => (Ok(id), Some(Proof::Jwt(hit))),
             cached => match self.api_tokens.lookup(token) {
-                Some(id) => Ok(id),
-                None => match cached? {
-                    Ok(id) => Ok(id),
-                    Err(e) => Err(e.refusal()),
+                Some(id) => (Ok(id.clone()), Some(Proof::ApiToken(id))),
+                None => match cached {
+                    None => return (None, None),
+                    Some((judged, _)) => (judged.map_err(|e| e.refusal()), None),
                 },
             },
         };
-        Some(identity.map(|identity| Identified {
+        (Some(identity.map(|id| self.identified(id, facts))), proof)
+    }
+
+    /// The identification of a request whose `Authorization` value is exactly the one `proof` came
+    /// from, under the snapshot these sources belong to: an API token's identity as it was, a JWT
+    /// judged again as a cache lookup would judge it now (expiry, key set). `None` when the proof
+    /// no longer counts: identify afresh.
+    pub fn recall(
+        &self,
+        proof: &Proof,
+        facts: &RequestFacts<'_>,
+    ) -> Option<Result<Identified, Refusal>> {
+        let identity = match proof {
+            Proof::ApiToken(id) => Ok(id.clone()),
+            Proof::Jwt(hit) => self
+                .jwt
+                .as_ref()?
+                .rejudge(hit, jwt::unix_now())?
+                .map_err(|e| e.refusal()),
+        };
+        Some(identity.map(|id| self.identified(id, facts)))
+    }
+
+    fn identified(&self, identity: Arc<Identity>, facts: &RequestFacts<'_>) -> Identified {
+        Identified {
             identity: Some(identity),
             seen: self.network_claims(facts),
             anonymous_reason: None,
-        }))
+        }
     }
 
     /// A bearer credential: an API token if one matches, otherwise a JWT.

@@ -13,19 +13,29 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use super::recycle::{ContextBox, Outcome};
 use crate::error::Refusal;
 use crate::identity::forwarded::Forwarded;
-use crate::identity::{Identified, Peer};
+use crate::identity::{Identified, Peer, Proof};
 use crate::policy::{Decision, RouteMatch};
 use crate::runtime::Snapshot;
 use crate::upstream::body::ResponseBody;
 use crate::upstream::injected::Injected;
 
 /// Facts about the client connection a request arrived on.
-#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: Peer,
     pub tls: bool,
     /// The peer address as a header value, made once per connection (the usual `X-Forwarded-For`).
     pub peer_value: Option<HeaderValue>,
+    /// The last bearer credential proved on this connection (see `identify`).
+    pub remembered: std::sync::Mutex<Option<Remembered>>,
+}
+
+/// A bearer credential a connection proved, with the snapshot it was proved under: the next request
+/// with byte for byte the same `Authorization` value is recalled from it instead of parsed and looked
+/// up again. Its value is copied, not a slice of the connection's read buffer, which it would pin.
+pub struct Remembered {
+    pub generation: u64,
+    pub authorization: HeaderValue,
+    pub proof: Proof,
 }
 
 impl ConnInfo {
@@ -37,7 +47,17 @@ impl ConnInfo {
             peer,
             tls,
             peer_value,
+            remembered: std::sync::Mutex::new(None),
         }
+    }
+}
+
+impl std::fmt::Debug for ConnInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnInfo")
+            .field("peer", &self.peer)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
     }
 }
 

@@ -176,6 +176,7 @@ fn conn_info(ip: IpAddr) -> ConnInfo {
         peer: crate::identity::Peer::Tcp(ip),
         tls: false,
         peer_value: None,
+        remembered: std::sync::Mutex::new(None),
     }
 }
 

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::task::{ready, Context as TaskContext, Poll};
 use std::time::Instant;
 
-use http::header;
+use http::header::{self, HeaderValue};
 use tower::Service;
 
-use super::context::{Context, Done, Exchange};
+use super::context::{Context, Done, Exchange, Remembered};
 use super::phase::Step;
 use crate::error::{Refusal, RefusalKind};
 use crate::identity::{Identified, Identity, RequestFacts};
@@ -68,10 +68,7 @@ where
             .routes
             .find(&ctx.method, ctx.uri.path(), ctx.websocket);
         ctx.route = Some(route);
-        let cached = {
-            let facts = facts(ctx, ex.req.headers());
-            ctx.snap.sources.identify_cached(&facts)
-        };
+        let cached = identify_cached(ctx, ex.req.headers());
         match cached {
             Some(identified) => IdentifyFuture::Step {
                 step: proceed(&mut self.inner, ex, identified),
@@ -143,6 +140,49 @@ where
         Ok(()) => Step::next(inner.call(ex)),
         Err(refusal) => Step::now(Done::refused(ex.ctx, refusal)),
     }
+}
+
+/// The synchronous identification: recalled from the connection's last proved credential when the
+/// request carries exactly its `Authorization` value under the same snapshot, from the sources'
+/// caches otherwise (and then remembered). A connection's concurrent HTTP/2 streams never wait for
+/// each other here: one that finds the memory in use goes the ordinary way.
+fn identify_cached(
+    ctx: &Context,
+    headers: &http::HeaderMap,
+) -> Option<Result<Identified, Refusal>> {
+    let snap = &*ctx.snap;
+    let facts = facts(ctx, headers);
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let single = match (values.next(), values.next()) {
+        (Some(v), None) => Some(v),
+        _ => None,
+    };
+    let Some(authorization) = single else {
+        return snap.sources.identify_cached(&facts);
+    };
+    if let Ok(memory) = ctx.conn.remembered.try_lock() {
+        let recalled = memory
+            .as_ref()
+            .filter(|m| m.generation == snap.generation && m.authorization == authorization)
+            .and_then(|m| snap.sources.recall(&m.proof, &facts));
+        if recalled.is_some() {
+            return recalled;
+        }
+    }
+    let (identified, proof) = snap.sources.identify_cached_proving(&facts);
+    if let Some(proof) = proof {
+        if let (Ok(mut memory), Ok(copy)) = (
+            ctx.conn.remembered.try_lock(),
+            HeaderValue::from_bytes(authorization.as_bytes()),
+        ) {
+            *memory = Some(Remembered {
+                generation: snap.generation,
+                authorization: copy,
+                proof,
+            });
+        }
+    }
+    identified
 }
 
 fn facts<'a>(ctx: &Context, headers: &'a http::HeaderMap) -> RequestFacts<'a> {
@@ -279,5 +319,81 @@ mod tests {
                 .code(),
             "unknown_token"
         );
+    }
+
+    /// `token` as the next request on `conn` (one keep-alive connection, many requests).
+    fn on_conn(
+        snap: &Arc<Snapshot>,
+        conn: &Arc<crate::proxy::context::ConnInfo>,
+        token: &str,
+    ) -> Exchange<()> {
+        let req = get("/v1/models")
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap();
+        let ctx = crate::proxy::recycle::ContextBox::new(Context::new(
+            snap.clone(),
+            conn.clone(),
+            HeaderValue::from_static("test-1"),
+            &req,
+        ));
+        Exchange { ctx, req }
+    }
+
+    async fn subject(
+        snap: &Arc<Snapshot>,
+        conn: &Arc<crate::proxy::context::ConnInfo>,
+        token: &str,
+    ) -> String {
+        match run(Identify, on_conn(snap, conn, token)).await {
+            Outcome::Reached(ex) => ex
+                .ctx
+                .identified
+                .identity
+                .as_ref()
+                .map_or("anonymous".into(), |i| i.subject.clone()),
+            other => other.code().to_string(),
+        }
+    }
+
+    fn remembered(conn: &crate::proxy::context::ConnInfo) -> Option<(u64, String)> {
+        let memory = conn.remembered.lock().unwrap();
+        memory.as_ref().map(|m| {
+            (
+                m.generation,
+                m.authorization.to_str().unwrap_or("?").to_string(),
+            )
+        })
+    }
+
+    #[tokio::test]
+    async fn a_connection_recalls_only_the_same_credential_under_the_same_snapshot() {
+        let snap = snapshot(&config());
+        let conn = Arc::new(crate::proxy::context::ConnInfo::new(
+            crate::identity::Peer::Tcp("192.0.2.20".parse().unwrap()),
+            false,
+        ));
+        assert_eq!(subject(&snap, &conn, "sg_reader").await, "reader");
+        assert_eq!(remembered(&conn), Some((1, "Bearer sg_reader".into())));
+        // Another credential on the same connection is identified, not recalled as the last one.
+        assert_eq!(subject(&snap, &conn, "sg_writer").await, "writer");
+        assert_eq!(remembered(&conn), Some((1, "Bearer sg_writer".into())));
+        assert_eq!(subject(&snap, &conn, "sg_writer").await, "writer");
+        // A reload that removes the token: the connection's memory is of another snapshot, so the
+        // same bytes are looked up again, and refused.
+        let without_writer = config().replace(
+            &crate::identity::api_token::sha256_hex(b"sg_writer"),
+            &crate::identity::api_token::sha256_hex(b"sg_someone_else"),
+        );
+        let cfg = crate::config::Config::parse(&without_writer, None).unwrap();
+        let reloaded = Arc::new(Snapshot::build(cfg, 2, None).unwrap());
+        assert_eq!(
+            subject(&reloaded, &conn, "sg_writer").await,
+            "unknown_token"
+        );
+        // A refused credential is not remembered.
+        assert_eq!(remembered(&conn), Some((1, "Bearer sg_writer".into())));
+        assert_eq!(subject(&reloaded, &conn, "sg_reader").await, "reader");
+        assert_eq!(remembered(&conn), Some((2, "Bearer sg_reader".into())));
     }
 }

@@ -21,6 +21,7 @@ mod compact;
 mod error;
 mod signature;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,6 +38,14 @@ use claims::{check_claims, ClaimRules};
 pub(crate) use compact::{looks_like_jwt, ASSERTION_TYP};
 pub use compact::{parse_compact, Compact};
 pub use error::JwtError;
+
+/// A cache hit a connection may keep (see [`JwtVerifier::cached_hit`]): the verified token and the
+/// cache's clear count when it was found.
+#[derive(Clone)]
+pub struct CacheHit {
+    token: Arc<CachedToken>,
+    cleared: u64,
+}
 
 /// A verified token, cached until it expires.
 struct CachedToken {
@@ -67,6 +76,8 @@ pub struct JwtVerifier {
     static_keys: Vec<KeyEntry>,
     jwks: Option<Arc<JwksCache>>,
     cache: Option<quick_cache::sync::Cache<Box<str>, Arc<CachedToken>>>,
+    /// How often the cache was cleared: a remembered hit from before a clear no longer counts.
+    cleared: AtomicU64,
     /// At most this many keys are tried for a token without `kid` (bounds the work a forged token causes).
     max_candidates: usize,
 }
@@ -95,6 +106,7 @@ impl JwtVerifier {
                 .collect(),
             jwks,
             cache: (cfg.cache_size > 0).then(|| crate::util::bounded_cache(cfg.cache_size)),
+            cleared: AtomicU64::new(0),
             max_candidates: 8,
         }
     }
@@ -107,9 +119,10 @@ impl JwtVerifier {
         &self.rules.issuer
     }
 
-    /// Drops every cached token (a key set changed).
+    /// Drops every cached token (a key set changed). Hits that connections remember are retired too.
     pub fn clear_cache(&self) {
         if let Some(c) = &self.cache {
+            self.cleared.fetch_add(1, Ordering::AcqRel);
             c.clear();
         }
     }
@@ -121,22 +134,52 @@ impl JwtVerifier {
     /// A token verified earlier and still cached: its identity, or why it no longer holds. `None` on a
     /// miss (verify it with [`JwtVerifier::verify`]). Synchronous, so the hot path never awaits.
     pub fn cached(&self, token: &str, now: u64) -> Option<Result<Arc<Identity>, JwtError>> {
+        self.cached_hit(token, now).map(|(judged, _)| judged)
+    }
+
+    /// [`JwtVerifier::cached`], with the hit itself: what a connection may remember, so that its next
+    /// request with the same token is judged by [`JwtVerifier::rejudge`] without a cache lookup.
+    pub fn cached_hit(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Option<(Result<Arc<Identity>, JwtError>, CacheHit)> {
         let cache = self.cache.as_ref()?;
-        let current_gen = self.jwks.as_ref().map(|j| j.generation()).unwrap_or(0);
         // A miss is counted where the token is then verified (`verify_at`), so never twice.
-        let hit = cache
-            .get(token)
-            .filter(|h| h.jwks_generation == current_gen)?;
-        crate::metrics::token_cache(true);
-        let leeway = self.rules.leeway;
-        if now > hit.exp.saturating_add(leeway) {
+        let hit = CacheHit {
+            token: cache.get(token)?,
+            cleared: self.cleared.load(Ordering::Acquire),
+        };
+        let judged = self.judge(&hit, now)?;
+        if matches!(judged, Err(JwtError::Expired { .. })) {
             cache.remove(token);
+        }
+        Some((judged, hit))
+    }
+
+    /// Judges a remembered hit exactly as a cache lookup would judge it now: `None` once the key set
+    /// changed or the cache was cleared (verify the token again), otherwise its identity or why its
+    /// time ran out. Counted as a cache hit.
+    pub fn rejudge(&self, hit: &CacheHit, now: u64) -> Option<Result<Arc<Identity>, JwtError>> {
+        self.judge(hit, now)
+    }
+
+    fn judge(&self, hit: &CacheHit, now: u64) -> Option<Result<Arc<Identity>, JwtError>> {
+        let current_gen = self.jwks.as_ref().map(|j| j.generation()).unwrap_or(0);
+        if hit.token.jwks_generation != current_gen
+            || hit.cleared != self.cleared.load(Ordering::Acquire)
+        {
+            return None;
+        }
+        crate::metrics::token_cache(true);
+        let (token, leeway) = (&hit.token, self.rules.leeway);
+        if now > token.exp.saturating_add(leeway) {
             return Some(Err(JwtError::Expired {
-                ago: now - hit.exp,
+                ago: now - token.exp,
                 leeway,
             }));
         }
-        if let Some(nbf) = hit.nbf {
+        if let Some(nbf) = token.nbf {
             if now.saturating_add(leeway) < nbf {
                 return Some(Err(JwtError::NotYetValid {
                     r#in: nbf - now,
@@ -144,7 +187,7 @@ impl JwtVerifier {
                 }));
             }
         }
-        Some(Ok(hit.identity.clone()))
+        Some(Ok(token.identity.clone()))
     }
 
     /// The RFC 8725 rules of [`JwtVerifier::verify`] — pinned algorithm, signature, `iss`, `aud`,
@@ -230,5 +273,61 @@ impl JwtVerifier {
             );
         }
         Ok(identity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, JwtAlgorithm};
+    use crate::tokens::{encoding_key, mint, TokenSpec};
+
+    /// A verifier trusting the RS256 test key (static, nothing fetched), and a token it signed.
+    fn verifier_and_token() -> (JwtVerifier, String) {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let toml = format!(
+            "[upstream]\nurl = \"http://127.0.0.1:9\"\n[jwt]\nissuer = \"https://idp.test\"\naudience = \"gw\"\nleeway = \"10s\"\n[[jwt.keys]]\nkid = \"k1\"\nalgorithm = \"RS256\"\npublic_key_file = \"{dir}/tests/fixtures/rsa-public.pem\"\n"
+        );
+        let cfg = Config::parse(&toml, None).unwrap_or_else(|e| panic!("{e}"));
+        let verifier = JwtVerifier::new(cfg.jwt.as_ref().unwrap(), None);
+        let pem = std::fs::read(format!("{dir}/tests/fixtures/rsa-private.pem")).unwrap();
+        let key = encoding_key(JwtAlgorithm::RS256, &pem).unwrap();
+        let spec = TokenSpec {
+            issuer: "https://idp.test".into(),
+            audience: "gw".into(),
+            subject: "ada".into(),
+            scopes: vec!["operator.read".into()],
+            groups: Vec::new(),
+            ttl: Duration::from_secs(60),
+            kid: Some("k1".into()),
+            extra: Default::default(),
+        };
+        (verifier, mint(JwtAlgorithm::RS256, &key, &spec).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_remembered_hit_is_judged_again_as_a_cache_lookup_would_be() {
+        let (v, token) = verifier_and_token();
+        let now = unix_now();
+        assert!(v.cached_hit(&token, now).is_none(), "nothing is cached yet");
+        v.verify_at(&token, now).await.unwrap();
+        let (judged, hit) = v.cached_hit(&token, now).unwrap();
+        assert_eq!(judged.unwrap().subject, "ada");
+        assert_eq!(v.rejudge(&hit, now).unwrap().unwrap().subject, "ada");
+        // Past `exp` and the leeway, the remembered hit is expired, like the cached token.
+        assert!(matches!(
+            v.rejudge(&hit, now + 60 + 11),
+            Some(Err(JwtError::Expired { .. }))
+        ));
+        assert!(matches!(
+            v.cached(&token, now + 60 + 11),
+            Some(Err(JwtError::Expired { .. }))
+        ));
+        // Clearing the cache retires what connections remember: the token is verified again.
+        v.verify_at(&token, now).await.unwrap();
+        let (_, hit) = v.cached_hit(&token, now).unwrap();
+        v.clear_cache();
+        assert!(v.rejudge(&hit, now).is_none());
+        assert!(v.cached_hit(&token, now).is_none());
     }
 }
