@@ -190,9 +190,12 @@ impl JwtVerifier {
         Some(Ok(token.identity.clone()))
     }
 
-    /// The RFC 8725 rules of [`JwtVerifier::verify`] — pinned algorithm, signature, `iss`, `aud`,
-    /// `exp`, `nbf`, `iat` — returning the claims rather than an identity (OpenID Connect ID tokens).
-    pub async fn verify_token_at(&self, token: &str, now: u64) -> Result<VerifiedToken, JwtError> {
+    /// The steps every token goes through: compact form, signature, payload, registered claims.
+    async fn checked(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<(KeyEntry, Map<String, Value>, claims::VerifiedClaims), JwtError> {
         let compact = parse_compact(token, self.max_token_bytes)?;
         let key = self.verify_signature(&compact).await?;
         let payload = URL_SAFE_NO_PAD
@@ -201,6 +204,27 @@ impl JwtVerifier {
         let claims: Map<String, Value> = serde_json::from_slice(&payload)
             .map_err(|_| JwtError::Malformed("payload is not a JSON object"))?;
         let verified = check_claims(&claims, &self.rules, now)?;
+        Ok((key, claims, verified))
+    }
+
+    /// "from issuer … verified with ES256 key kid=… (origin)", for the reason a verification leaves.
+    fn verified_with(&self, key: &KeyEntry) -> String {
+        format!(
+            "from issuer {} verified with {} key{} ({})",
+            self.rules.issuer,
+            key.alg,
+            key.kid
+                .as_deref()
+                .map(|k| format!(" kid={k}"))
+                .unwrap_or_default(),
+            key.origin
+        )
+    }
+
+    /// The RFC 8725 rules of [`JwtVerifier::verify`] — pinned algorithm, signature, `iss`, `aud`,
+    /// `exp`, `nbf`, `iat` — returning the claims rather than an identity (OpenID Connect ID tokens).
+    pub async fn verify_token_at(&self, token: &str, now: u64) -> Result<VerifiedToken, JwtError> {
+        let (key, claims, verified) = self.checked(token, now).await?;
         Ok(VerifiedToken {
             subject: verified.subject,
             groups: verified.groups,
@@ -208,16 +232,7 @@ impl JwtVerifier {
             exp: verified.exp,
             note: Reason::new(
                 "id_token_verified",
-                format!(
-                    "ID token from issuer {} verified with {} key{} ({})",
-                    self.rules.issuer,
-                    key.alg,
-                    key.kid
-                        .as_deref()
-                        .map(|k| format!(" kid={k}"))
-                        .unwrap_or_default(),
-                    key.origin
-                ),
+                format!("ID token {}", self.verified_with(&key)),
             ),
             claims,
         })
@@ -230,15 +245,9 @@ impl JwtVerifier {
         if self.cache.is_some() {
             crate::metrics::token_cache(false);
         }
-        let compact = parse_compact(token, self.max_token_bytes)?;
+        // Read before the signature check: a key-set change while it runs retires the entry.
         let jwks_generation = self.jwks.as_ref().map(|j| j.generation()).unwrap_or(0);
-        let key = self.verify_signature(&compact).await?;
-        let payload = URL_SAFE_NO_PAD
-            .decode(compact.payload_b64)
-            .map_err(|_| JwtError::Malformed("payload is not valid base64url"))?;
-        let claims: Map<String, Value> = serde_json::from_slice(&payload)
-            .map_err(|_| JwtError::Malformed("payload is not a JSON object"))?;
-        let verified = check_claims(&claims, &self.rules, now)?;
+        let (key, _, verified) = self.checked(token, now).await?;
         let mut identity = Identity::new(
             &verified.subject,
             AuthMethod::Jwt,
@@ -249,16 +258,7 @@ impl JwtVerifier {
         identity.expires_at = Some(verified.exp);
         identity.notes.push(Reason::new(
             "jwt_verified",
-            format!(
-                "jwt from issuer {} verified with {} key{} ({})",
-                self.rules.issuer,
-                key.alg,
-                key.kid
-                    .as_deref()
-                    .map(|k| format!(" kid={k}"))
-                    .unwrap_or_default(),
-                key.origin
-            ),
+            format!("jwt {}", self.verified_with(&key)),
         ));
         let identity = Arc::new(identity);
         if let Some(cache) = &self.cache {
