@@ -258,10 +258,10 @@ fn audit_record() -> AuditRecord<'static> {
         method: "GET",
         path: "/v1/models",
         route: "GET,HEAD /v1/models",
-        required: "operator.read",
-        effective: "operator.read operator.sessions.read",
+        required: "operator.read".into(),
+        effective: "operator.read operator.sessions.read".into(),
         decision: "allow",
-        reasons: "allowed",
+        reasons: "allowed".into(),
         status: 200,
         duration: Duration::from_nanos(2_309_028),
         upstream: Some(Duration::from_nanos(1_578_463)),
@@ -293,10 +293,13 @@ fn render_serde(out: &mut Vec<u8>, r: &AuditRecord<'_>, timestamp: &str) {
     m.serialize_entry("method", r.method).unwrap();
     m.serialize_entry("path", r.path).unwrap();
     m.serialize_entry("route", r.route).unwrap();
-    m.serialize_entry("required", r.required).unwrap();
-    m.serialize_entry("effective", r.effective).unwrap();
+    m.serialize_entry("required", &*r.required.joined(" "))
+        .unwrap();
+    m.serialize_entry("effective", &*r.effective.joined(" "))
+        .unwrap();
     m.serialize_entry("decision", r.decision).unwrap();
-    m.serialize_entry("reasons", r.reasons).unwrap();
+    m.serialize_entry("reasons", &*r.reasons.joined(","))
+        .unwrap();
     m.serialize_entry("status", &r.status).unwrap();
     m.serialize_entry("duration_ms", &(r.duration.as_secs_f64() * 1000.0))
         .unwrap();

@@ -47,14 +47,84 @@ pub struct AuditRecord<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub route: &'a str,
-    pub required: &'a str,
-    pub effective: &'a str,
+    /// Scope names, space-separated in the line.
+    pub required: Words<'a>,
+    /// Scope names, space-separated in the line.
+    pub effective: Words<'a>,
     pub decision: &'static str,
-    pub reasons: &'a str,
+    /// Reason codes, comma-separated in the line.
+    pub reasons: Words<'a>,
     pub status: u16,
     pub duration: Duration,
     pub upstream: Option<Duration>,
     pub websocket: bool,
+}
+
+/// A field made of words (a decision's scope names, a refusal's reason codes). A list is written
+/// into the line word by word, so the hot path joins nothing into a string of its own.
+#[derive(Clone, Copy)]
+pub enum Words<'a> {
+    /// The field's text as it is.
+    Text(&'a str),
+    /// Words yielded by a list; the line puts the field's separator between them.
+    List(&'a dyn WordList),
+}
+
+/// Something that yields a field's words in order.
+pub trait WordList {
+    fn each_word(&self, f: &mut dyn FnMut(&str));
+}
+
+/// A closure that calls its argument with each word.
+impl<F: Fn(&mut dyn FnMut(&str))> WordList for F {
+    fn each_word(&self, f: &mut dyn FnMut(&str)) {
+        self(f)
+    }
+}
+
+impl<'a> From<&'a str> for Words<'a> {
+    fn from(text: &'a str) -> Words<'a> {
+        Words::Text(text)
+    }
+}
+
+impl Words<'_> {
+    /// The field's text with `sep` between the words (for the text-log path, not the hot one).
+    pub fn joined(&self, sep: &str) -> std::borrow::Cow<'_, str> {
+        match self {
+            Words::Text(text) => std::borrow::Cow::Borrowed(text),
+            Words::List(list) => {
+                let (mut out, mut first) = (String::new(), true);
+                list.each_word(&mut |w| {
+                    if !first {
+                        out.push_str(sep);
+                    }
+                    first = false;
+                    out.push_str(w);
+                });
+                std::borrow::Cow::Owned(out)
+            }
+        }
+    }
+
+    /// The field as a JSON string: quoted, escaped, `sep` between the words.
+    fn render(&self, out: &mut Vec<u8>, sep: &[u8]) {
+        out.push(b'"');
+        match self {
+            Words::Text(text) => escaped(out, text),
+            Words::List(list) => {
+                let mut first = true;
+                list.each_word(&mut |w| {
+                    if !first {
+                        out.extend_from_slice(sep);
+                    }
+                    first = false;
+                    escaped(out, w);
+                });
+            }
+        }
+        out.push(b'"');
+    }
 }
 
 /// The target audit lines carry (and the log filter is asked about).
@@ -84,10 +154,10 @@ pub fn record_with_tracing(r: &AuditRecord<'_>) {
         method = r.method,
         path = r.path,
         route = r.route,
-        required = r.required,
-        effective = r.effective,
+        required = &*r.required.joined(" "),
+        effective = &*r.effective.joined(" "),
         decision = r.decision,
-        reasons = r.reasons,
+        reasons = &*r.reasons.joined(","),
         status = r.status,
         duration_ms = r.duration.as_secs_f64() * 1000.0,
         upstream_ms = r.upstream.map(|d| d.as_secs_f64() * 1000.0).unwrap_or(-1.0),
@@ -127,14 +197,7 @@ pub fn render_json(out: &mut Vec<u8>, r: &AuditRecord<'_>, at: SystemTime) {
     let subject = r.subject.unwrap_or("-");
     let source = r.source.unwrap_or("-");
     out.reserve(
-        320 + r.request_id.len()
-            + subject.len()
-            + r.method.len()
-            + r.path.len()
-            + r.route.len()
-            + r.required.len()
-            + r.effective.len()
-            + r.reasons.len(),
+        320 + r.request_id.len() + subject.len() + r.method.len() + r.path.len() + r.route.len(),
     );
     out.extend_from_slice(b"{\"timestamp\":\"");
     timestamp(out, at);
@@ -168,13 +231,13 @@ pub fn render_json(out: &mut Vec<u8>, r: &AuditRecord<'_>, at: SystemTime) {
     out.extend_from_slice(b",\"route\":");
     string(out, r.route);
     out.extend_from_slice(b",\"required\":");
-    string(out, r.required);
+    r.required.render(out, b" ");
     out.extend_from_slice(b",\"effective\":");
-    string(out, r.effective);
+    r.effective.render(out, b" ");
     out.extend_from_slice(b",\"decision\":");
     string(out, r.decision);
     out.extend_from_slice(b",\"reasons\":");
-    string(out, r.reasons);
+    r.reasons.render(out, b",");
     out.extend_from_slice(b",\"status\":");
     out.extend_from_slice(itoa::Buffer::new().format(r.status).as_bytes());
     out.extend_from_slice(b",\"duration_ms\":");
@@ -225,37 +288,52 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// A JSON string, quoted and escaped exactly as serde_json does (control characters, `"` and `\`
 /// escaped; everything else, non-ASCII included, as UTF-8).
 fn string(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
     out.push(b'"');
-    let (mut start, mut i) = (0, 0);
-    while i < bytes.len() {
-        // Eight bytes at a time while none of them needs escaping (most values need none).
-        if let Some(chunk) = bytes.get(i..i + 8) {
-            if let Ok(chunk) = <[u8; 8]>::try_from(chunk) {
-                if !needs_escape(u64::from_le_bytes(chunk)) {
-                    i += 8;
-                    continue;
-                }
-            }
+    escaped(out, s);
+    out.push(b'"');
+}
+
+/// The inside of [`string`]: runs that need no escaping are copied whole (most values are one run).
+fn escaped(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    while let Some(at) = next_escape(bytes, start) {
+        out.extend_from_slice(&bytes[start..at]);
+        let b = bytes[at];
+        match ESCAPE[b as usize] {
+            b'u' => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]),
+            e => out.extend_from_slice(&[b'\\', e]),
         }
-        let b = bytes[i];
-        let e = ESCAPE[b as usize];
-        if e != 0 {
-            out.extend_from_slice(&bytes[start..i]);
-            if e == b'u' {
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[(b >> 4) as usize]);
-                out.push(HEX[(b & 0xf) as usize]);
-            } else {
-                out.push(b'\\');
-                out.push(e);
-            }
-            start = i + 1;
-        }
-        i += 1;
+        start = at + 1;
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+}
+
+/// The first byte at or after `from` that needs escaping: eight bytes at a time, then one by one.
+fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
+    let rest = bytes.get(from..)?;
+    let mut chunks = rest.chunks_exact(8);
+    let mut at = from;
+    for chunk in chunks.by_ref() {
+        let word = u64::from_le_bytes([
+            chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
+        ]);
+        if needs_escape(word) {
+            break;
+        }
+        at += 8;
+    }
+    bytes[at..]
+        .iter()
+        .position(|&b| ESCAPE[b as usize] != 0)
+        .map(|i| at + i)
 }
 
 /// Whether any of the eight bytes is below 0x20, `"` or `\` (exact for "any": a borrow only ever
@@ -345,10 +423,10 @@ mod tests {
             method: "GET",
             path,
             route: "GET,HEAD /v1/models",
-            required: "operator.read",
-            effective: "operator.read operator.sessions.read",
+            required: "operator.read".into(),
+            effective: "operator.read operator.sessions.read".into(),
             decision: "allow",
-            reasons: "route_requires,jwt_verified",
+            reasons: "route_requires,jwt_verified".into(),
             status: 200,
             duration: Duration::from_nanos(2_999_558),
             upstream: Some(Duration::from_nanos(2_086_012)),
@@ -503,6 +581,16 @@ mod tests {
             records.push(sample(Some(s), s, Some("127.0.0.1".parse().unwrap())));
         }
         records.push(sample(None, "/", None));
+        // Fields given as word lists (as `finish` gives scopes and reason codes): the formatter got
+        // them joined.
+        let words = |f: &mut dyn FnMut(&str)| awkward().iter().for_each(|w| f(w));
+        let none = |_: &mut dyn FnMut(&str)| {};
+        records.push(AuditRecord {
+            required: Words::List(&words),
+            effective: Words::List(&none),
+            reasons: Words::List(&words),
+            ..sample(Some("lists"), "/lists", None)
+        });
         records.push(sample(
             Some("x"),
             "/v6",
@@ -536,6 +624,35 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    /// A word list is the text it joins to, with the field's separator, including empty words.
+    #[test]
+    fn a_word_list_renders_as_its_joined_text() {
+        let list: Vec<String> = awkward();
+        let words = |f: &mut dyn FnMut(&str)| list.iter().for_each(|w| f(w));
+        let one = |f: &mut dyn FnMut(&str)| f("operator.read");
+        for (field, sep) in [(Words::List(&words), " "), (Words::List(&one), ",")] {
+            let mut out = Vec::new();
+            field.render(&mut out, sep.as_bytes());
+            let joined = list_join(&field, sep);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&joined).unwrap()
+            );
+        }
+        let mut out = Vec::new();
+        Words::Text("a b").render(&mut out, b",");
+        assert_eq!(out, b"\"a b\"");
+    }
+
+    /// The join a reader expects: every word, `sep` between each pair (empty words included).
+    fn list_join(field: &Words<'_>, sep: &str) -> String {
+        let mut all = Vec::new();
+        if let Words::List(list) = field {
+            list.each_word(&mut |w| all.push(w.to_string()));
+        }
+        all.join(sep)
     }
 
     #[test]

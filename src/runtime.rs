@@ -183,10 +183,10 @@ impl Snapshot {
         crate::config::peer_matches(&self.forwarding_peers, peer.ip())
     }
 
-    pub fn route_label(&self, index: Option<usize>) -> Arc<str> {
+    pub fn route_label(&self, index: Option<usize>) -> &str {
         match index {
-            Some(i) => self.route_labels[i].clone(),
-            None => self.route_labels[self.route_labels.len() - 1].clone(),
+            Some(i) => &self.route_labels[i],
+            None => &self.route_labels[self.route_labels.len() - 1],
         }
     }
 

@@ -83,6 +83,9 @@ pub struct Context {
     pub in_band: bool,
     /// scopegate's own headers for the upstream, set by `inject` and sent by `forward`.
     pub injected: Injected,
+    /// The effective scopes' names, space-separated, as `inject` had them rendered (the audit line
+    /// reuses them).
+    pub effective_names: Option<Arc<str>>,
 }
 
 impl Context {
@@ -108,6 +111,7 @@ impl Context {
             upstream_time: None,
             in_band: false,
             injected: Injected::default(),
+            effective_names: None,
         }
     }
 

@@ -16,9 +16,10 @@ use tower::Service;
 
 use super::context::{ConnInfo, Context, Done, Exchange};
 use super::recycle::Recycler;
-use crate::audit::{self, AuditRecord};
+use crate::audit::{self, AuditRecord, Words};
 use crate::error::{Refusal, RefusalKind};
 use crate::log_scope;
+use crate::policy::scopes::ScopeSet;
 use crate::runtime::Shared;
 use crate::runtime::Snapshot;
 use crate::upstream::body::ResponseBody;
@@ -244,18 +245,22 @@ pub fn record(ex: &Context, resp: &Response<ResponseBody>, refusal: Option<&Refu
     }
     let cat = &snap.policy.catalogue;
     let identity = ex.identified.identity.as_deref();
+    // The scope names and reason codes go into the line word by word: nothing is joined for it.
     let (required, effective) = match ex.decision {
-        Some(d) => (cat.join(d.required, " "), cat.join(d.effective, " ")),
-        None => (String::new(), String::new()),
+        Some(d) => (d.required, d.effective),
+        None => (ScopeSet::EMPTY, ScopeSet::EMPTY),
+    };
+    let required_names = |f: &mut dyn FnMut(&str)| required.ids().for_each(|id| f(cat.name(id)));
+    let effective_names = |f: &mut dyn FnMut(&str)| effective.ids().for_each(|id| f(cat.name(id)));
+    let refusal_codes = |f: &mut dyn FnMut(&str)| {
+        if let Some(r) = refusal {
+            r.reasons.iter().for_each(|reason| f(reason.code));
+        }
     };
     let reasons = match refusal {
-        Some(r) => r.reason_codes().join(","),
-        None if ex.in_band => "credential_in_connect_frame".to_string(),
-        None => ex
-            .decision
-            .map(|d| d.code())
-            .unwrap_or("scopegate")
-            .to_string(),
+        Some(_) => Words::List(&refusal_codes),
+        None if ex.in_band => Words::Text("credential_in_connect_frame"),
+        None => Words::Text(ex.decision.map(|d| d.code()).unwrap_or("scopegate")),
     };
     let rid = ex.request_id.to_str().unwrap_or("-");
     let route = snap.route_label(route_index);
@@ -268,11 +273,15 @@ pub fn record(ex: &Context, resp: &Response<ResponseBody>, refusal: Option<&Refu
             client_ip: ex.forwarded.client_ip,
             method: ex.method.as_str(),
             path: ex.path(),
-            route: &route,
-            required: &required,
-            effective: &effective,
+            route,
+            required: Words::List(&required_names),
+            // `inject` rendered them already when it ran.
+            effective: match &ex.effective_names {
+                Some(names) => Words::Text(names),
+                None => Words::List(&effective_names),
+            },
             decision: decision_label,
-            reasons: &reasons,
+            reasons,
             status,
             duration: elapsed,
             upstream: ex.upstream_time,

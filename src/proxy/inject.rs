@@ -6,6 +6,7 @@
 //! exact forwarded path. A client can therefore neither keep nor remove any of them.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 
@@ -60,13 +61,13 @@ impl Phase for Inject {
         // Not a managed name (trusted peers may send one), but scopegate sends its own.
         headers.remove(crate::header_names::X_REQUEST_ID);
         let mut injected = Injected::default();
-        set_upstream_headers(
+        ctx.effective_names = Some(set_upstream_headers(
             ctx,
             &mut injected,
             &decision,
             &forwarded_path,
             original_host,
-        );
+        ));
         ctx.injected = injected;
         Verdict::Next
     }
@@ -82,14 +83,15 @@ pub fn forwarded_path<'a>(base_path: &str, path: &'a str) -> Cow<'a, str> {
 }
 
 /// Sets what the upstream may rely on: forwarding headers, the request id, the profile's headers and the
-/// signed assertion. Runs after `scrub`, so no client copy of any of these survives.
+/// signed assertion. Runs after `scrub`, so no client copy of any of these survives. Returns the
+/// effective scopes' names, space-separated.
 pub fn set_upstream_headers(
     ctx: &Context,
     headers: &mut Injected,
     decision: &Decision,
     forwarded_path: &str,
     original_host: Option<HeaderValue>,
-) {
+) -> Arc<str> {
     use crate::header_names::*;
     let (snap, conn, ex) = (&*ctx.snap, &*ctx.conn, ctx);
     let identity = ex.identified.identity.as_deref();
@@ -149,6 +151,7 @@ pub fn set_upstream_headers(
         ex.started,
     );
     headers.set(snap.assertion.header_name().clone(), assertion);
+    scopes_space
 }
 
 #[cfg(test)]

@@ -219,10 +219,12 @@ pub fn audit_revoked(snap: &Snapshot, e: &Ended) {
             method: "GET",
             path: &a.path,
             route: "websocket",
-            required: "",
-            effective: &a.effective.join(" "),
+            required: "".into(),
+            effective: a.effective.join(" ").as_str().into(),
             decision: "revoked",
-            reasons: &format!("{}: {}", e.revocation.code, e.revocation.reason),
+            reasons: format!("{}: {}", e.revocation.code, e.revocation.reason)
+                .as_str()
+                .into(),
             status: 1008,
             duration: Duration::ZERO,
             upstream: None,

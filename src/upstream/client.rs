@@ -16,6 +16,7 @@ use crate::config::UpstreamConfig;
 use crate::error::Refusal;
 use crate::upstream::body::{RequestBody, UpstreamBody};
 use crate::upstream::injected::Injected;
+use crate::upstream::pool::PoolError;
 
 pub type Connector = HttpsConnector<HttpConnector>;
 
@@ -197,15 +198,14 @@ impl UpstreamClient {
                     || headers.contains_key(http::header::CONNECTION);
                 if req.body().is_end_stream() && !upgrade {
                     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-                    return match tokio::time::timeout(
-                        limit,
-                        wire.send(req.method(), target, headers, &injected),
-                    )
-                    .await
+                    let deadline = tokio::time::Instant::now() + limit;
+                    return match wire
+                        .send(req.method(), target, headers, &injected, deadline)
+                        .await
                     {
-                        Err(_) => Err(timed_out()),
-                        Ok(Ok(resp)) => Ok((resp.map(UpstreamBody::Wire), None)),
-                        Ok(Err(e)) => Err(classify_pool(&e)),
+                        Ok(resp) => Ok((resp.map(UpstreamBody::Wire), None)),
+                        Err(PoolError::HeaderTimeout) => Err(timed_out()),
+                        Err(e) => Err(classify_pool(&e)),
                     };
                 }
                 injected.apply_to(req.headers_mut());
@@ -227,10 +227,17 @@ impl UpstreamClient {
     }
 }
 
-fn classify_pool(e: &crate::upstream::pool::PoolError) -> Refusal {
-    use crate::upstream::pool::PoolError;
+fn classify_pool(e: &PoolError) -> Refusal {
     tracing::warn!(error = ?e, "upstream request failed");
     match e {
+        // `send` names the limit itself; this is for any other caller.
+        PoolError::HeaderTimeout => {
+            crate::metrics::upstream_error("header_timeout");
+            Refusal::gateway_timeout(
+                "upstream_timeout",
+                "the upstream sent no response headers in time",
+            )
+        }
         PoolError::ConnectTimeout => {
             crate::metrics::upstream_error("connect");
             Refusal::gateway_timeout(

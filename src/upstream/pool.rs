@@ -99,6 +99,8 @@ pub enum PoolError {
     Http(hyper::Error),
     /// scopegate's own client (`upstream::wire`) got no usable response.
     Wire(crate::upstream::wire::WireError),
+    /// No response head by the request's response-header deadline (`upstream::wire`).
+    HeaderTimeout,
 }
 
 /// Opens a TCP connection to the upstream, bounded by `limit`, with Nagle off (heads and small bodies

@@ -18,7 +18,8 @@
 
 pub mod codec;
 
-use std::pin::Pin;
+use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,6 +29,7 @@ use http::{HeaderMap, Method, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 pub use codec::WireError;
 use codec::{BodyDecoder, BodyEvent};
@@ -44,6 +46,11 @@ struct WireConn {
     io: TcpStream,
     buf: BytesMut,
     head: Vec<u8>,
+    /// The response-header deadline, one timer for the connection's life. Moving a registered tokio
+    /// timer to a later instant is one atomic operation, where a timer per request is an insert into
+    /// and a removal from the timer wheel, each under its lock. While the connection idles in the
+    /// pool the timer may still fire once, and wakes the task that last waited on it for nothing.
+    deadline: Pin<Box<Sleep>>,
 }
 
 /// Idle keep-alive connections to one upstream, and how to open more.
@@ -77,22 +84,31 @@ impl WirePool {
         })
     }
 
-    async fn connect(&self) -> Result<WireConn, PoolError> {
+    async fn connect(&self, deadline: Instant) -> Result<WireConn, PoolError> {
+        let io = match tokio::time::timeout_at(deadline, dial(&self.target, self.connect_timeout))
+            .await
+        {
+            Ok(io) => io?,
+            Err(_) => return Err(PoolError::HeaderTimeout),
+        };
         Ok(WireConn {
-            io: dial(&self.target, self.connect_timeout).await?,
+            io,
             buf: BytesMut::new(),
             head: Vec::new(),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
         })
     }
 
-    /// Sends a bodiless request and waits for the response head. The body streams from the connection
-    /// as the caller polls it, and hands the connection back to the pool when it ends.
+    /// Sends a bodiless request and waits for the response head, all of it by `deadline`
+    /// ([`PoolError::HeaderTimeout`] otherwise). The body streams from the connection as the caller
+    /// polls it, and hands the connection back to the pool when it ends.
     pub async fn send(
         self: &Arc<Self>,
         method: &Method,
         target: &str,
         headers: &HeaderMap,
         injected: &Injected,
+        deadline: Instant,
     ) -> Result<Response<WireBody>, PoolError> {
         let idempotent = matches!(
             *method,
@@ -108,11 +124,22 @@ impl WirePool {
             let retry_allowed = reused.is_some();
             let mut conn = match reused.take() {
                 Some(c) => c,
-                None => self.connect().await?,
+                None => self.connect(deadline).await?,
             };
             conn.head.clear();
             codec::encode_request_head(&mut conn.head, method, target, headers, injected);
-            match exchange(&mut conn, method).await {
+            conn.deadline.as_mut().reset(deadline);
+            let WireConn {
+                io,
+                buf,
+                head,
+                deadline: timer,
+            } = &mut conn;
+            let Some(attempt) = before(timer.as_mut(), exchange(io, buf, head, method)).await
+            else {
+                return Err(PoolError::HeaderTimeout);
+            };
+            match attempt {
                 Ok(head) => {
                     let (parts, ()) = head.response.into_parts();
                     let body = WireBody {
@@ -151,26 +178,37 @@ enum Exchange {
     Failed(WireError),
 }
 
-async fn exchange(conn: &mut WireConn, method: &Method) -> Result<codec::Head, Exchange> {
-    conn.io
-        .write_all(&conn.head)
-        .await
-        .map_err(Exchange::NotWritten)?;
+/// `work`'s output, or `None` if `deadline` passes first.
+async fn before<F: Future>(mut deadline: Pin<&mut Sleep>, work: F) -> Option<F::Output> {
+    let mut work = pin!(work);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        deadline.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
+async fn exchange(
+    io: &mut TcpStream,
+    buf: &mut BytesMut,
+    head: &[u8],
+    method: &Method,
+) -> Result<codec::Head, Exchange> {
+    io.write_all(head).await.map_err(Exchange::NotWritten)?;
     let mut seen_any = false;
     loop {
-        if !conn.buf.is_empty() {
+        if !buf.is_empty() {
             seen_any = true;
-            if let Some(head) =
-                codec::parse_head(&mut conn.buf, method).map_err(Exchange::Failed)?
-            {
+            if let Some(head) = codec::parse_head(buf, method).map_err(Exchange::Failed)? {
                 return Ok(head);
             }
         }
-        conn.buf.reserve(READ_START);
-        let read = std::future::poll_fn(|cx| {
-            tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf)
-        })
-        .await;
+        buf.reserve(READ_START);
+        let read =
+            std::future::poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf))
+                .await;
         match read {
             Ok(0) | Err(_) if !seen_any => return Err(Exchange::NoResponse),
             Ok(0) => return Err(Exchange::Failed(WireError::Truncated)),
