@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Instructions per proxied request, counted by callgrind, for scopegate (full work, one worker) and
-# nginx (plain proxy_pass, one worker), against the same upstream and the same request:
+# Instructions per proxied request, counted by callgrind, for scopegate (full work, one worker; audit
+# line off, and on) and nginx (plain proxy_pass, one worker; access log off, and bench/run.sh's
+# buffered JSON access log), against the same upstream and the same request:
 #
 #   bash bench/callgrind.sh            # about two minutes; needs valgrind, wrk, nginx
 #   SG_BASELINE=/tmp/scopegate-old bash bench/callgrind.sh   # also count another build, same run
@@ -64,6 +65,9 @@ if [ -n "${SG_SCALE:-}" ]; then
   SG_LISTEN=127.0.0.1:18284 SG_UPSTREAM=$UP SG_WORKERS=1 SG_EXTRA_TOML="$(scale_toml "$WORK" 50 10000 1000 1000)" sg_config "$WORK/sg-scale.toml"
   SG_LISTEN=127.0.0.1:18285 SG_UPSTREAM=$UP SG_WORKERS=1 SG_EXTRA_TOML="$(scale_toml "$WORK" 1 3 3 3)" sg_config "$WORK/sg-small.toml"
 fi
+# scopegate's default config with its audit line (to a file, stderr redirected), the like-for-like
+# peer of nginx with a JSON access log below.
+SG_LISTEN=127.0.0.1:18286 SG_UPSTREAM=$UP SG_WORKERS=1 SG_AUDIT=1 sg_config "$WORK/sg-audit.toml"
 # The same with [limits] off: what the abuse limits cost on the cached-token path.
 SG_LISTEN=127.0.0.1:18283 SG_UPSTREAM=$UP SG_WORKERS=1 SG_LIMITS='enabled = false' sg_config "$WORK/sg-nolimits.toml"
 cat > "$WORK/nginx.conf" <<EOT
@@ -83,6 +87,9 @@ http {
   }
 }
 EOT
+# nginx with bench/run.sh's buffered JSON access log (the nginx_log mode).
+sed -e 's|^  access_log off;|  log_format json escape=json '"'"'{"time":"$time_iso8601","request_id":"$request_id","client":"$remote_addr","method":"$request_method","path":"$uri","status":$status,"request_time_s":$request_time,"upstream_time_s":"$upstream_response_time","upstream_status":"$upstream_status","bytes":$body_bytes_sent}'"'"';\n  access_log '"$WORK"'/nginx-access.log json buffer=64k flush=1s;|' \
+  -e 's|18282|18287|' -e 's|nginx.pid|nginx-log.pid|' "$WORK/nginx.conf" > "$WORK/nginx-log.conf"
 "$SB" upstream --listen "$UP" --body-bytes 1024 --threads 1 2>/dev/null & PIDS+=($!)
 
 wait_port() {
@@ -115,6 +122,7 @@ measure() {
 wait_port "${UP##*:}" 2>/dev/null || true
 measure scopegate 18281 "$SG" --log-format json run --config "$WORK/sg.toml"
 measure scopegate_limits_off 18283 "$SG" --log-format json run --config "$WORK/sg-nolimits.toml"
+measure scopegate_audit 18286 "$SG" --log-format json run --config "$WORK/sg-audit.toml"
 if [ -n "${SG_SCALE:-}" ]; then
   measure scale_small 18285 "$SG" --log-format json run --config "$WORK/sg-small.toml"
   measure scale_large 18284 "$SG" --log-format json run --config "$WORK/sg-scale.toml"
@@ -130,3 +138,4 @@ if [ -n "${SG_BASELINE:-}" ]; then
   measure scopegate_again 18281 "$SG" --log-format json run --config "$WORK/sg.toml"
 fi
 measure nginx 18282 nginx -c "$WORK/nginx.conf"
+measure nginx_access_log 18287 nginx -c "$WORK/nginx-log.conf"

@@ -70,13 +70,22 @@ WARMUP=${WARMUP:-1}
 HAPROXY_CACHED=${HAPROXY_CACHED:-1}
 LIMITS_ROW=${LIMITS_ROW:-1}
 UPSTREAM_BOUND=${UPSTREAM_BOUND:-0}
-DEFAULT_MODES="direct nginx nginx_log haproxy haproxy_jwt"
+# Each round runs every mode once. The like-for-like pairs run back to back (nginx next to
+# sg_noaudit, nginx_log next to sg_full, haproxy_jwt next to sg_first), and every second round runs
+# the list backwards (see `round_order`), so that the host drifting during a round weighs on both
+# sides of each ratio alike instead of on whichever mode happens to come later.
+DEFAULT_MODES="direct nginx sg_noaudit nginx_log sg_full haproxy haproxy_jwt sg_first"
 [ "$HAPROXY_CACHED" = 1 ] && DEFAULT_MODES+=" haproxy_jwt_cached"
-DEFAULT_MODES+=" sg_noaudit sg_full sg_fresh sg_first"
+DEFAULT_MODES+=" sg_fresh"
 [ "$LIMITS_ROW" = 1 ] && DEFAULT_MODES+=" sg_limits_off"
 [ "$UPSTREAM_BOUND" = 1 ] && DEFAULT_MODES+=" ub_direct ub_nginx ub_sg"
 MODES=${MODES:-$DEFAULT_MODES}
-LAT_MODES=${LAT_MODES-direct nginx nginx_log haproxy haproxy_jwt sg_noaudit sg_full}
+LAT_MODES=${LAT_MODES-direct nginx sg_noaudit nginx_log sg_full haproxy haproxy_jwt}
+# The modes in round $1's order: as listed in odd rounds, backwards in even ones.
+round_order() {
+  local r=$1; shift
+  if [ $((r % 2)) = 0 ]; then printf '%s\n' "$@" | tac | tr '\n' ' '; else echo "$@"; fi
+}
 # A mode named in MODES or LAT_MODES gets its instance started.
 case " $MODES $LAT_MODES " in *" sg_limits_off "*) LIMITS_ROW=1;; esac
 case " $MODES $LAT_MODES " in *" haproxy_jwt_cached "*) HAPROXY_CACHED=1;; esac
@@ -484,7 +493,8 @@ if [ "$WARMUP" != 0 ]; then
   for lf in "$WORK/sg_full.log" "$WORK/nginx_log-access.log" "$WORK/sg_limits_off.log"; do [ -f "$lf" ] && : > "$lf"; done
 fi
 for r in $(seq 1 "$ROUNDS"); do
-  for mode in $MODES; do
+  # shellcheck disable=SC2086
+  for mode in $(round_order "$r" $MODES); do
     port=$(port_of $mode)
     pids=$(proxy_pids $mode)
     case $mode in ub_*) up_pids=$SLOW_UP_PID;; *) up_pids=$(upstream_pids);; esac
@@ -541,7 +551,8 @@ done
 
 # --- latency at a fixed rate, interleaved ------------------------------------------------------
 for r in $(seq 1 "$ROUNDS"); do
-  for mode in $LAT_MODES; do
+  # shellcheck disable=SC2086
+  for mode in $(round_order "$r" $LAT_MODES); do
     port=$(port_of $mode)
     j=$(oha -z "${DUR}s" -q "$RATE" -c "$CONC" --latency-correction --no-tui --output-format json \
         -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/v1/models")
