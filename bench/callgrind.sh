@@ -16,19 +16,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 . "$ROOT/bench/lib.sh"
-for tool in valgrind callgrind_control wrk nginx curl; do
-  command -v "$tool" >/dev/null || { echo "callgrind.sh needs $tool" >&2; exit 1; }
-done
-cargo build --release --quiet -p scopegate -p scopegate-bench
-SG=$ROOT/target/release/scopegate
-SB=$ROOT/target/release/sgbench
+need_tools callgrind.sh valgrind callgrind_control wrk nginx curl
+build_bench_binaries
+# WORK stays, with the profiles in it, for callgrind_annotate.
 WORK=$(mktemp -d /tmp/scopegate-callgrind.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
+kill_pids_on_exit
 
 "$SB" keys --dir "$WORK"
 "$SB" tokens --key "$WORK/idp-es256.pem" --count 1 --issuer https://idp.bench --audience openclaw --out "$WORK/token.txt"

@@ -1,4 +1,34 @@
-# Shared by bench/run.sh, bench/soak.sh and bench/callgrind.sh (sourced, not run).
+# Shared by the bench scripts (run.sh, soak.sh, callgrind.sh, token_flood.sh; sourced, not run).
+
+# need_tools SCRIPT TOOL...: stops with a message naming the first tool the script lacks.
+need_tools() {
+  local script=$1 tool
+  shift
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "$script needs $tool" >&2; exit 1; }
+  done
+}
+
+# build_bench_binaries: the release build every script measures; sets SG (scopegate) and SB (sgbench).
+build_bench_binaries() {
+  cargo build --release --quiet -p scopegate -p scopegate-bench
+  SG=$ROOT/target/release/scopegate
+  SB=$ROOT/target/release/sgbench
+}
+
+# kill_pids_on_exit [DIR]: starts an empty PIDS; when the script exits, every pid in it is killed and
+# waited for, and DIR (if given) removed.
+kill_pids_on_exit() {
+  PIDS=()
+  CLEAN_DIR=${1:-}
+  trap stop_pids EXIT
+}
+stop_pids() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -n "$CLEAN_DIR" ]; then rm -rf "$CLEAN_DIR"; fi
+}
 
 # sg_config FILE: writes the scopegate config every benchmark measures — the openclaw profile, ES256
 # JWT validation against idp-es256.jwk and an EdDSA assertion (both made by `sgbench keys` in the

@@ -126,9 +126,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 command -v oha >/dev/null || { log "installing oha (cargo)"; cargo install oha --locked --quiet; }
 log "building release binaries"
-cargo build --release --quiet -p scopegate -p scopegate-bench
-SG=$ROOT/target/release/scopegate
-SB=$ROOT/target/release/sgbench
+build_bench_binaries
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 NOFILE=$(ulimit -n)
 emit "{\"kind\":\"versions\",\"nginx\":\"$(nginx -v 2>&1 | sed 's/.*nginx\///')\",\"haproxy\":\"$(haproxy -v | awk 'NR==1 {print $3}')\",\"workers\":$WORKERS,\"conc\":$CONC,\"dur_s\":$DUR,\"rounds\":$ROUNDS}"

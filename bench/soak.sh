@@ -19,14 +19,10 @@ SAMPLE=${SAMPLE:-10}
 OUT=${OUT:-$ROOT/bench/results/soak-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/scopegate-soak.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+kill_pids_on_exit
 log() { printf '[soak] %s\n' "$*" >&2; }
 
-cargo build --release --quiet -p scopegate -p scopegate-bench
-SG=$ROOT/target/release/scopegate
-SB=$ROOT/target/release/sgbench
+build_bench_binaries
 ulimit -n 65536 2>/dev/null || true
 
 "$SB" keys --dir "$WORK"

@@ -12,20 +12,10 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 . "$ROOT/bench/lib.sh"
 COUNT=${COUNT:-1000000}
-for tool in wrk curl; do
-  command -v "$tool" >/dev/null || { echo "token_flood.sh needs $tool" >&2; exit 1; }
-done
-cargo build --release --quiet -p scopegate -p scopegate-bench
-SG=$ROOT/target/release/scopegate
-SB=$ROOT/target/release/sgbench
+need_tools token_flood.sh wrk curl
+build_bench_binaries
 WORK=$(mktemp -d /tmp/scopegate-flood.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+kill_pids_on_exit "$WORK"
 
 "$SB" keys --dir "$WORK"
 echo "minting $COUNT tokens..." >&2
