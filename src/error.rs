@@ -172,11 +172,6 @@ impl Refusal {
         self.kind.status()
     }
 
-    /// The machine codes of every reason, in order.
-    pub fn reason_codes(&self) -> Vec<&'static str> {
-        self.reasons.iter().map(|r| r.code).collect()
-    }
-
     /// The gateway-shaped JSON body.
     pub fn body_json(&self, request_id: &str) -> serde_json::Value {
         let mut error = serde_json::Map::new();

@@ -250,8 +250,9 @@ pub fn record(ex: &Context, resp: &Response<ResponseBody>, refusal: Option<&Refu
         Some(d) => (d.required, d.effective),
         None => (ScopeSet::EMPTY, ScopeSet::EMPTY),
     };
-    let required_names = |f: &mut dyn FnMut(&str)| required.ids().for_each(|id| f(cat.name(id)));
-    let effective_names = |f: &mut dyn FnMut(&str)| effective.ids().for_each(|id| f(cat.name(id)));
+    let names_of =
+        |set: ScopeSet| move |f: &mut dyn FnMut(&str)| set.ids().for_each(|id| f(cat.name(id)));
+    let (required_names, effective_names) = (names_of(required), names_of(effective));
     let refusal_codes = |f: &mut dyn FnMut(&str)| {
         if let Some(r) = refusal {
             r.reasons.iter().for_each(|reason| f(reason.code));

@@ -174,16 +174,6 @@ impl UpstreamClient {
         header_timeout: Option<Duration>,
     ) -> Result<(Response<UpstreamBody>, Option<crate::upstream::pool::Lease>), Refusal> {
         let limit = header_timeout.unwrap_or(self.response_header_timeout);
-        let timed_out = || {
-            crate::metrics::upstream_error("header_timeout");
-            Refusal::gateway_timeout(
-                "upstream_timeout",
-                format!(
-                    "the upstream sent no response headers within {}",
-                    humantime::format_duration(limit)
-                ),
-            )
-        };
         match &self.transport {
             Transport::Http1 { hyper, wire } => {
                 // Origin-form request line and an explicit Host, as HTTP/1.1 expects.
@@ -204,21 +194,20 @@ impl UpstreamClient {
                         .await
                     {
                         Ok(resp) => Ok((resp.map(UpstreamBody::Wire), None)),
-                        Err(PoolError::HeaderTimeout) => Err(timed_out()),
-                        Err(e) => Err(classify_pool(&e)),
+                        Err(e) => Err(classify_pool(&e, limit)),
                     };
                 }
                 injected.apply_to(req.headers_mut());
                 match tokio::time::timeout(limit, hyper.send(req)).await {
-                    Err(_) => Err(timed_out()),
+                    Err(_) => Err(no_head_within(limit)),
                     Ok(Ok((resp, lease))) => Ok((resp.map(UpstreamBody::Hyper), Some(lease))),
-                    Ok(Err(e)) => Err(classify_pool(&e)),
+                    Ok(Err(e)) => Err(classify_pool(&e, limit)),
                 }
             }
             Transport::General(client) => {
                 injected.apply_to(req.headers_mut());
                 match tokio::time::timeout(limit, client.request(req)).await {
-                    Err(_) => Err(timed_out()),
+                    Err(_) => Err(no_head_within(limit)),
                     Ok(Ok(resp)) => Ok((resp.map(UpstreamBody::Hyper), None)),
                     Ok(Err(e)) => Err(classify(&e)),
                 }
@@ -227,17 +216,27 @@ impl UpstreamClient {
     }
 }
 
-fn classify_pool(e: &PoolError) -> Refusal {
+/// The 504 for no response head within `limit`.
+fn no_head_within(limit: Duration) -> Refusal {
+    crate::metrics::upstream_error("header_timeout");
+    Refusal::gateway_timeout(
+        "upstream_timeout",
+        format!(
+            "the upstream sent no response headers within {}",
+            humantime::format_duration(limit)
+        ),
+    )
+}
+
+/// `limit` is the response-header limit the request ran under.
+fn classify_pool(e: &PoolError, limit: Duration) -> Refusal {
+    // A timeout is the upstream being slow, not failing: no warning, as on hyper's paths.
+    if matches!(e, PoolError::HeaderTimeout) {
+        return no_head_within(limit);
+    }
     tracing::warn!(error = ?e, "upstream request failed");
     match e {
-        // `send` names the limit itself; this is for any other caller.
-        PoolError::HeaderTimeout => {
-            crate::metrics::upstream_error("header_timeout");
-            Refusal::gateway_timeout(
-                "upstream_timeout",
-                "the upstream sent no response headers in time",
-            )
-        }
+        PoolError::HeaderTimeout => no_head_within(limit),
         PoolError::ConnectTimeout => {
             crate::metrics::upstream_error("connect");
             Refusal::gateway_timeout(
