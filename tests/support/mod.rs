@@ -7,6 +7,7 @@
 //!   process of the real binary when a test needs signals or its memory.
 //! - [`keys`]: Ed25519 and P-256 keys generated per run, RSA keys from `tests/fixtures` (test-only).
 //! - [`client`]: HTTP/1.1, h2c, raw TCP and WebSocket clients.
+//! - [`npm`]: the pinned npm packages of the end-to-end suites, installed once into a shared cache.
 
 #![allow(dead_code)]
 
@@ -14,6 +15,7 @@ pub mod client;
 pub mod idp;
 pub mod jar;
 pub mod keys;
+pub mod npm;
 pub mod oidc_provider;
 pub mod pki;
 pub mod proxy;

