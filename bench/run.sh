@@ -18,6 +18,9 @@
 #
 # Throughput modes (wrk -t2 -cCONC, GET /v1/models with the bench's ES256 bearer token):
 #   direct             load generator -> the fast upstream, no proxy
+#   relay              (RELAY_ROW=0 drops it) `sgbench relay`: WORKERS tokio event loops copying bytes
+#                      between each client socket and an upstream socket of its own, no HTTP at all;
+#                      the floor of CPU per request any tokio proxy pays on this kernel's loopback path
 #   nginx              Debian nginx, plain proxy_pass, upstream keep-alive, access_log off, WORKERS workers
 #   nginx_log          the same with a buffered JSON access log (time, request id, client, method, path,
 #                      status, durations; `access_log FILE json buffer=64k flush=1s`)
@@ -50,7 +53,7 @@
 # and wrong-issuer tokens, and that sg_full and nginx_log write their log lines; the run stops if not.
 #
 # Knobs: ROUNDS DUR WORKERS CONC RATE WS_IDLE UP_THREADS FAST_UPSTREAM PROBE_DUR WARMUP (seconds of
-#        unrecorded load per mode before round 1) HAPROXY_CACHED LIMITS_ROW UPSTREAM_BOUND
+#        unrecorded load per mode before round 1) HAPROXY_CACHED LIMITS_ROW UPSTREAM_BOUND RELAY_ROW
 #        MODES (throughput modes, space-separated) LAT_MODES (empty: no latency section) OUT.
 # Results: bench/results/<timestamp>/results.jsonl and summary.md (printed at the end).
 set -euo pipefail
@@ -70,11 +73,14 @@ WARMUP=${WARMUP:-1}
 HAPROXY_CACHED=${HAPROXY_CACHED:-1}
 LIMITS_ROW=${LIMITS_ROW:-1}
 UPSTREAM_BOUND=${UPSTREAM_BOUND:-0}
+RELAY_ROW=${RELAY_ROW:-1}
 # Each round runs every mode once. The like-for-like pairs run back to back (nginx next to
 # sg_noaudit, nginx_log next to sg_full, haproxy_jwt next to sg_first), and every second round runs
 # the list backwards (see `round_order`), so that the host drifting during a round weighs on both
 # sides of each ratio alike instead of on whichever mode happens to come later.
-DEFAULT_MODES="direct nginx sg_noaudit nginx_log sg_full haproxy haproxy_jwt sg_first"
+DEFAULT_MODES="direct"
+[ "$RELAY_ROW" = 1 ] && DEFAULT_MODES+=" relay"
+DEFAULT_MODES+=" nginx sg_noaudit nginx_log sg_full haproxy haproxy_jwt sg_first"
 [ "$HAPROXY_CACHED" = 1 ] && DEFAULT_MODES+=" haproxy_jwt_cached"
 DEFAULT_MODES+=" sg_fresh"
 [ "$LIMITS_ROW" = 1 ] && DEFAULT_MODES+=" sg_limits_off"
@@ -389,7 +395,7 @@ EOF
 
 port_of() {
   case $1 in
-    direct) echo "${FAST_UP##*:}";; nginx) echo 18182;; nginx_log) echo 18186;;
+    direct) echo "${FAST_UP##*:}";; relay) echo 18197;; nginx) echo 18182;; nginx_log) echo 18186;;
     haproxy) echo 18194;; haproxy_jwt) echo 18195;; haproxy_jwt_cached) echo 18196;;
     sg_full) echo 18181;; sg_noaudit) echo 18189;; sg_fresh) echo 18185;; sg_first) echo 18183;;
     sg_limits_off) echo 18192;; sg_stream) echo 18193;; sg_ws) echo 18184;;
@@ -405,6 +411,7 @@ proxy_pids() {
     nginx|ub_nginx) proc_tree nginx;; nginx_log) proc_tree nginx_log;;
     haproxy|haproxy_jwt|haproxy_jwt_cached) proc_tree "$1";;
     ub_sg) echo "$PID_sg_stream";;
+    relay) echo "$RELAY_PID";;
     sg_*) eval "echo \"\$PID_$1\"";;
   esac
 }
@@ -421,6 +428,10 @@ for m in haproxy $JWT_MODES; do start_haproxy $m; done
 SG_MODES="sg_full sg_noaudit sg_fresh sg_first sg_stream"
 [ "$LIMITS_ROW" = 1 ] && SG_MODES+=" sg_limits_off"
 for m in $SG_MODES; do start_sg $m; done
+case " $MODES $LAT_MODES " in *" relay "*)
+  "$SB" relay --listen 127.0.0.1:18197 --upstream "$FAST_UP" --threads "$WORKERS" 2>/dev/null & RELAY_PID=$!; PIDS+=($RELAY_PID)
+  wait_http 18197 "$RELAY_PID" || die "the relay did not come up";;
+esac
 
 for m in $SG_MODES; do
   wait_http "$(port_of $m)" "$(proxy_pids $m)" || {

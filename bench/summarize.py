@@ -12,6 +12,7 @@ import sys
 
 NAMES = {
     "direct": "direct (no proxy)",
+    "relay": "floor: a tokio byte pump, no HTTP at all (`sgbench relay`)",
     "nginx": "nginx proxy_pass, access log off",
     "nginx_log": "nginx proxy_pass, buffered JSON access log",
     "haproxy": "HAProxy, plain forwarding",
@@ -28,7 +29,7 @@ NAMES = {
     "stream_direct": "direct (no proxy)",
     "sg_stream": "scopegate, full work, audit off",
 }
-HEADLINE = ["direct", "nginx", "nginx_log", "haproxy", "haproxy_jwt", "haproxy_jwt_cached",
+HEADLINE = ["direct", "relay", "nginx", "nginx_log", "haproxy", "haproxy_jwt", "haproxy_jwt_cached",
             "sg_noaudit", "sg_full", "sg_fresh", "sg_first", "sg_limits_off"]
 UPSTREAM_BOUND = ["ub_direct", "ub_nginx", "ub_sg"]
 # (a, b, why): ratios a / b of CPU per request and of requests/s.
@@ -40,6 +41,8 @@ PAIRS = [
     ("sg_noaudit", "haproxy_jwt", "scopegate (token cache) vs HAProxy verifying every request"),
     ("sg_noaudit", "haproxy_jwt_cached", "both cache verified tokens, no log"),
     ("sg_first", "haproxy_jwt", "both verify ES256 on every request, no log"),
+    ("relay", "nginx", "the floor (bytes copied, no HTTP) vs plain proxy"),
+    ("sg_noaudit", "relay", "what HTTP and the whole job add over the floor"),
     ("sg_full", "sg_noaudit", "what the audit line costs scopegate"),
     ("nginx_log", "nginx", "what the access log costs nginx"),
     ("sg_limits_off", "sg_full", "what the [limits] checks cost (issue 15)"),

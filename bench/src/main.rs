@@ -6,7 +6,9 @@
 //! - `sse`: time from the upstream writing an event to this client reading it;
 //! - `ws-throughput`: echo round trips of small messages over many WebSockets;
 //! - `ws-idle`: opens N WebSockets and holds them, for memory per idle socket;
-//! - `soak`: mixed allowed/denied/SSE/WebSocket traffic at a fixed rate, every answer checked.
+//! - `soak`: mixed allowed/denied/SSE/WebSocket traffic at a fixed rate, every answer checked;
+//! - `relay`: a byte pump with no HTTP at all (one upstream socket per client socket), the floor of
+//!   CPU per request that any proxy on tokio pays on this kernel's loopback path.
 //!
 //! `bench/run.sh` drives these together with wrk, oha and nginx; see BENCHMARKS.md.
 
@@ -111,6 +113,16 @@ enum Cmd {
         #[arg(long, default_value_t = 400)]
         rate: u64,
     },
+    /// Copies bytes between each accepted socket and a fresh upstream socket, on `threads` event loops
+    /// of their own (one listener each, `SO_REUSEPORT`), as scopegate's workers are laid out.
+    Relay {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        upstream: SocketAddr,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
     /// Opens `count` WebSockets, prints a JSON line when all are open, holds them until stdin closes.
     WsIdle {
         #[arg(long)]
@@ -153,6 +165,11 @@ fn main() {
             scope,
         } => tokens(&key, count, &issuer, &audience, &out, &scope),
         Cmd::Keys { dir } => keys(&dir),
+        Cmd::Relay {
+            listen,
+            upstream,
+            threads,
+        } => relay(listen, upstream, threads),
         other => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -193,6 +210,45 @@ fn main() {
                 }
             });
         }
+    }
+}
+
+fn relay(listen: SocketAddr, upstream: SocketAddr, threads: usize) {
+    let loops: Vec<_> = (0..threads.max(1))
+        .map(|_| {
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(relay_loop(listen, upstream));
+            })
+        })
+        .collect();
+    eprintln!("sgbench relay on {listen} to {upstream}");
+    for l in loops {
+        let _ = l.join();
+    }
+}
+
+async fn relay_loop(listen: SocketAddr, upstream: SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_reuseport(true).expect("SO_REUSEPORT");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket.bind(listen).expect("bind");
+    let listener = socket.listen(1024).expect("listen");
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
+                return;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = up.set_nodelay(true);
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+        });
     }
 }
 
