@@ -599,7 +599,8 @@ impl Session {
         if !self.ctx.snap.config.log.audit {
             return;
         }
-        let cat = &self.ctx.snap.policy.catalogue;
+        // The per-snapshot cache behind the assertion's `scope` claim has these names already.
+        let (_, effective_names) = self.ctx.snap.scope_strings(effective);
         crate::audit::record(
             true,
             &crate::audit::AuditRecord {
@@ -611,7 +612,7 @@ impl Session {
                 path: self.ctx.uri.path(),
                 route: "websocket connect (in-band)",
                 required: "".into(),
-                effective: cat.join(effective, " ").as_str().into(),
+                effective: effective_names.as_ref().into(),
                 decision,
                 reasons: reasons.into(),
                 status,

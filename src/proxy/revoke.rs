@@ -209,6 +209,7 @@ pub fn audit_revoked(snap: &Snapshot, e: &Ended) {
         return;
     }
     let a = &e.admission;
+    let effective = |f: &mut dyn FnMut(&str)| a.effective.iter().for_each(|s| f(s));
     crate::audit::record(
         true,
         &crate::audit::AuditRecord {
@@ -220,7 +221,7 @@ pub fn audit_revoked(snap: &Snapshot, e: &Ended) {
             path: &a.path,
             route: "websocket",
             required: "".into(),
-            effective: a.effective.join(" ").as_str().into(),
+            effective: crate::audit::Words::List(&effective),
             decision: "revoked",
             reasons: format!("{}: {}", e.revocation.code, e.revocation.reason)
                 .as_str()

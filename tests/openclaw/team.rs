@@ -346,5 +346,24 @@ async fn team_gateway_people_roles_and_revocation() {
         revoked.iter().any(|r| r.contains("api_token_removed")),
         "{revoked:?}"
     );
+    // The scopes the ended session had, and those of each in-band admission, as scope names with one
+    // space between them (the audit line takes them from per-snapshot caches, not a fresh join).
+    let scope_words = |v: &Value| -> Vec<String> {
+        let text = v["effective"].as_str().unwrap_or_default();
+        text.split(' ').map(str::to_string).collect()
+    };
+    let in_band: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["route"] == "websocket connect (in-band)" && v["decision"] == "allow")
+        .collect();
+    assert!(!in_band.is_empty(), "no in-band admission was audited");
+    for v in with("revoked").into_iter().chain(in_band) {
+        let words = scope_words(v);
+        assert!(
+            words.iter().all(|w| w.starts_with("operator."))
+                && words.contains(&"operator.read".to_string()),
+            "effective scopes of {v}"
+        );
+    }
     drop(gw);
 }
