@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per proxied request, counted by callgrind, for scopegate (full work, one worker; audit
 # line off, and on) and nginx (plain proxy_pass, one worker; access log off, and bench/run.sh's
-# buffered JSON access log), against the same upstream and the same request:
+# buffered JSON access log), and the relay floor (a byte pump, no HTTP), against the same upstream
+# and the same request:
 #
 #   bash bench/callgrind.sh            # about two minutes; needs valgrind, wrk, nginx
 #   SG_BASELINE=/tmp/scopegate-old bash bench/callgrind.sh   # also count another build, same run
@@ -130,4 +131,6 @@ if [ -n "${SG_BASELINE:-}" ]; then
   measure scopegate_again 18281 "$SG" --log-format json run --config "$WORK/sg.toml"
 fi
 measure nginx 18282 nginx -c "$WORK/nginx.conf"
+# The floor: bench/run.sh's relay row, one event loop copying bytes with no HTTP at all.
+measure relay 18288 "$SB" relay --listen 127.0.0.1:18288 --upstream "$UP" --threads 1
 measure nginx_access_log 18287 nginx -c "$WORK/nginx-log.conf"
