@@ -8,10 +8,10 @@
 //!
 //! A relay also ends when its session is revoked (`crate::sessions`): the client is sent a close frame
 //! with 1008 (policy violation) and the reason, and both sockets are closed. The relay moves bytes, not
-//! frames, so on the TCP path it follows the server's frame headers (`frames`) and writes the close
-//! frame only at a boundary — if a frame is in flight, the connection is closed without one. The
-//! small-buffer path (TLS, unix sockets) writes it after what it has relayed, which on an idle socket —
-//! the usual state of a session whose credential ends — is a boundary.
+//! frames, so it follows the frame headers of what it wrote to the client (`frames`) and writes the
+//! close frame only at a boundary — if a frame is in flight, the connection is closed without one. Both
+//! paths do this: the TCP one over what it read, once it has written out what it still held; the
+//! small-buffer one (TLS, unix sockets) over what the client's stream accepted.
 
 mod frames;
 
@@ -214,14 +214,18 @@ where
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let activity = ActivityIo::new();
-    let end = {
+    let (end, at_boundary) = {
         let mut ta = activity.wrap(&mut a);
+        // What reaches the client is followed frame by frame when a revocation may need a close frame.
+        ta.frames = revoked.is_some().then(frames::FrameCursor::default);
         let mut tb = activity.wrap(&mut b);
-        let copy = tokio::io::copy_bidirectional_with_sizes(&mut ta, &mut tb, 4096, 4096);
-        tokio::pin!(copy);
+        // Boxed so that it can be dropped (and `ta` read) once the loop is over.
+        let mut copy = Box::pin(tokio::io::copy_bidirectional_with_sizes(
+            &mut ta, &mut tb, 4096, 4096,
+        ));
         let sleep = tokio::time::sleep(idle);
         tokio::pin!(sleep);
-        loop {
+        let end = loop {
             tokio::select! {
                 r = &mut copy => break if r.is_ok() { Ok(RelayEnd::Closed) } else { Ok(RelayEnd::Error) },
                 _ = stop.cancelled() => break Ok(RelayEnd::Shutdown),
@@ -234,14 +238,19 @@ where
                     sleep.as_mut().reset(last + idle);
                 }
             }
-        }
+        };
+        drop(copy);
+        (end, ta.frames.as_ref().is_none_or(|f| f.at_boundary()))
     };
     match end {
         Ok(end) => end,
         Err(why) => {
-            let _ = a
-                .write_all(&close_frame(POLICY_VIOLATION, &why.reason))
-                .await;
+            // Between two of the server's frames only: inside one, the close frame would corrupt it.
+            if at_boundary {
+                let _ = a
+                    .write_all(&close_frame(POLICY_VIOLATION, &why.reason))
+                    .await;
+            }
             let _ = a.shutdown().await;
             let _ = b.shutdown().await;
             RelayEnd::Revoked(why.code)
@@ -274,6 +283,7 @@ impl ActivityIo {
         Tracked {
             inner,
             activity: self,
+            frames: None,
         }
     }
 }
@@ -281,6 +291,8 @@ impl ActivityIo {
 struct Tracked<'a, T> {
     inner: &'a mut T,
     activity: &'a ActivityIo,
+    /// Frame boundaries of what was written to `inner`, when they are followed.
+    frames: Option<frames::FrameCursor>,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Tracked<'_, T> {
@@ -304,7 +316,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<'_, T> {
         cx: &mut std::task::Context<'_>,
         data: &[u8],
     ) -> std::task::Poll<io::Result<usize>> {
-        std::pin::Pin::new(&mut *self.inner).poll_write(cx, data)
+        let r = std::pin::Pin::new(&mut *self.inner).poll_write(cx, data);
+        if let (std::task::Poll::Ready(Ok(n)), Some(f)) = (&r, self.frames.as_mut()) {
+            f.advance(&data[..*n]);
+        }
+        r
     }
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
@@ -780,6 +796,55 @@ mod tests {
             .await
             .unwrap();
         assert!(up.is_empty());
+    }
+
+    /// The small-buffer path (TLS, unix sockets) over in-memory streams: the server writes
+    /// `server_bytes`, the client reads them, the session is revoked; returns what the client reads
+    /// after that, up to the close.
+    async fn generic_relay_revoked_after(server_bytes: &'static [u8]) -> Vec<u8> {
+        let (mut client, c_inner) = tokio::io::duplex(64 * 1024);
+        let (mut upstream, u_inner) = tokio::io::duplex(64 * 1024);
+        let (revoke, revoked) = tokio::sync::oneshot::channel();
+        let relay = tokio::spawn(relay_generic(
+            c_inner,
+            u_inner,
+            Duration::from_secs(30),
+            CancellationToken::new(),
+            Some(revoked),
+        ));
+        upstream.write_all(server_bytes).await.unwrap();
+        let mut seen = vec![0u8; server_bytes.len()];
+        within("relayed bytes", client.read_exact(&mut seen))
+            .await
+            .unwrap();
+        assert_eq!(seen, server_bytes);
+        revoke
+            .send(Revocation {
+                code: "credential_expired",
+                reason: "the JWT expired".into(),
+            })
+            .unwrap();
+        assert_eq!(end(relay).await, RelayEnd::Revoked("credential_expired"));
+        let mut rest = Vec::new();
+        within("client closed", client.read_to_end(&mut rest))
+            .await
+            .unwrap();
+        rest
+    }
+
+    #[tokio::test]
+    async fn the_small_buffer_relay_ends_a_revoked_session_with_a_close_frame_between_frames() {
+        let rest = generic_relay_revoked_after(&[0x82, 2, b'h', b'i']).await;
+        assert_eq!(rest, close_frame(POLICY_VIOLATION, "the JWT expired"));
+    }
+
+    #[tokio::test]
+    async fn the_small_buffer_relay_writes_no_close_frame_inside_a_server_frame() {
+        let rest = generic_relay_revoked_after(&[0x82, 10, 1, 2]).await;
+        assert!(
+            rest.is_empty(),
+            "nothing written inside the frame: {rest:?}"
+        );
     }
 
     #[tokio::test]
