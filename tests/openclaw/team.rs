@@ -347,7 +347,7 @@ async fn team_gateway_people_roles_and_revocation() {
         "{revoked:?}"
     );
     // The scopes the ended session had, and those of each in-band admission, as scope names with one
-    // space between them (the audit line takes them from per-snapshot caches, not a fresh join).
+    // space between them (the lines write them from the session's list and the snapshot's cache).
     let scope_words = |v: &Value| -> Vec<String> {
         let text = v["effective"].as_str().unwrap_or_default();
         text.split(' ').map(str::to_string).collect()
