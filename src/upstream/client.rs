@@ -231,10 +231,9 @@ fn no_head_within(limit: Duration) -> Refusal {
 /// `limit` is the response-header limit the request ran under.
 fn classify_pool(e: &PoolError, limit: Duration) -> Refusal {
     // A timeout is the upstream being slow, not failing: no warning, as on hyper's paths.
-    if matches!(e, PoolError::HeaderTimeout) {
-        return no_head_within(limit);
+    if !matches!(e, PoolError::HeaderTimeout) {
+        tracing::warn!(error = ?e, "upstream request failed");
     }
-    tracing::warn!(error = ?e, "upstream request failed");
     match e {
         PoolError::HeaderTimeout => no_head_within(limit),
         PoolError::ConnectTimeout => {
